@@ -1,0 +1,127 @@
+"""Command line: ``python -m tuner simulate|replay|online …``.
+
+Every subcommand prints one line per step as a table, CSV or jsonl (one JSON object
+per step, a stable interface for scripts). Bad input files end the command with a
+one-line message and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import sys
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+from typing import Any, TextIO
+
+import numpy as np
+
+from tuner.config import FilterConfig, default_config, load_config
+from tuner.errors import TunerError
+from tuner.observers.simulated import simulate
+from tuner.scenario import load_scenario, seed_scenario
+from tuner.tuner import StepRecord, Tuner
+
+FORMATS = ("table", "csv", "jsonl")
+SAMPLE_DATA = Path(__file__).resolve().parent.parent / "sample_data"
+
+
+def _json_safe(value: Any) -> Any:
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    return value
+
+
+def _flat(row: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if isinstance(value, dict):
+            for sub, v in value.items():
+                out[f"{key}_{sub}"] = v
+        else:
+            out[key] = value
+    return out
+
+
+def write_rows(rows: Iterable[dict[str, Any]], fmt: str, out: TextIO) -> None:
+    """Print step rows (the jsonl layout) as a table, CSV or jsonl, as they come."""
+    writer: Any = None
+    for row in rows:
+        row = _json_safe(row)
+        if fmt == "jsonl":
+            out.write(json.dumps(row) + "\n")
+        elif fmt == "csv":
+            flat = _flat(row)
+            if writer is None:
+                writer = csv.DictWriter(out, fieldnames=list(flat))
+                writer.writeheader()
+            writer.writerow(flat)
+        else:
+            flat = _flat(row)
+            if writer is None:
+                writer = list(flat)
+                out.write("  ".join(f"{k:>12}" for k in writer) + "\n")
+            out.write("  ".join(f"{_cell(flat.get(k)):>12}" for k in writer) + "\n")
+        out.flush()
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.5g}"
+    return str(value)
+
+
+def step_rows(tuner: Tuner, windows: Iterable[Any], extra: Callable[[Any], dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Step ``tuner`` through ``(env, window)`` pairs and yield jsonl rows."""
+    for env, window in windows:
+        record: StepRecord = tuner.step(env)
+        yield {**record.to_dict(), **extra(window)}
+
+
+def _config(path: str | None) -> FilterConfig:
+    return load_config(path) if path else default_config()
+
+
+def cmd_simulate(args: argparse.Namespace) -> None:
+    scenario = load_scenario(args.scenario) if args.scenario else seed_scenario()
+    tuner = Tuner(_config(args.config))
+    rng = np.random.default_rng(args.seed)
+    windows = ((w.env, w) for w in simulate(scenario, rng))
+    rows = step_rows(tuner, windows, lambda w: {"true_alpha": w.true_alpha, "true_beta": w.true_beta})
+    write_rows(rows, args.format, sys.stdout)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m tuner", description="Tune alpha/beta of an LLM server's queueing model.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    sim = sub.add_parser("simulate", help="tune against the simulated observer")
+    sim.add_argument("--scenario", help="scenario YAML (default: the seed's 3-phase demo)")
+    sim.add_argument("--config", help="tuner configuration, JSON or YAML (default: the seed's)")
+    sim.add_argument("--seed", type=int, default=0, help="random seed of the observation noise")
+    sim.add_argument("--format", choices=FORMATS, default="table")
+    sim.set_defaults(func=cmd_simulate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except TunerError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except BrokenPipeError:
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    return 0

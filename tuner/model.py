@@ -1,0 +1,56 @@
+"""Observation models h(x, env) → z that the filter can tune.
+
+A model is a pure function of the state (natural units, any leading shape, last axis
+the state entries) and an environment whose fields broadcast against the leading
+shape; it returns the predicted observations on the last axis. The queueing model of
+``queueing.py`` is the default; any other callable of that shape plugs in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from numpy.typing import NDArray
+
+from tuner.environment import Environment
+from tuner.queueing import solve_queue
+
+Predict = Callable[[NDArray[np.float64], Any], NDArray[np.float64]]
+
+
+def _observed(env: Any) -> NDArray[np.float64]:
+    return env.observed()
+
+
+def _invalid_reasons(env: Any) -> list[str | None]:
+    return env.invalid_reasons()
+
+
+@dataclass(frozen=True)
+class ObservationModel:
+    """An observation model with names for its state and observation entries."""
+
+    predict: Predict
+    """h(x, env) → z, vectorized over the leading axes of x."""
+    state_names: tuple[str, ...]
+    observation_names: tuple[str, ...]
+    observe: Callable[[Any], NDArray[np.float64]] = _observed
+    """Reads the observation vector z out of an environment."""
+    invalid_reasons: Callable[[Any], list[str | None]] = _invalid_reasons
+    """Per server: why its environment cannot be used, or None."""
+
+
+def predict_queue(x: NDArray[np.float64], env: Environment) -> NDArray[np.float64]:
+    """The queueing model: x = [alpha, beta] (ms) → z = [wait_ms, itl_ms]."""
+    metrics = solve_queue(x[..., 0], x[..., 1], env.rpm, env.avg_tokens, env.max_batch)
+    return np.stack([metrics.wait_ms, metrics.itl_ms], axis=-1)
+
+
+QUEUE_MODEL = ObservationModel(
+    predict=predict_queue,
+    state_names=("alpha", "beta"),
+    observation_names=("wait_ms", "itl_ms"),
+)

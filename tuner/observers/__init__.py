@@ -1,0 +1,1 @@
+"""Sources of measurement windows: simulated, offline traces, online metrics."""

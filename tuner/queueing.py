@@ -1,0 +1,156 @@
+"""Birth-death queue of a continuously batching inference server.
+
+States n = 0..K (K = 100·B) count the requests in the server, B is the max batch.
+Arrivals come at rate λ = rpm/60000 per ms; with b = min(n, B) requests running, one
+decode iteration takes α + β·b ms, so requests complete at rate
+μ(n) = b / ((α + β·b)·T) per ms, T being the output tokens per request.
+
+Every function here is pure and vectorized: each argument is a float64 array (or a
+scalar) and all of them broadcast to one shape, one entry per server.
+
+The stationary probabilities are p(n) ∝ q(n) with q(0) = 1 and
+q(n) = q(n-1)·λ/μ(n). For n ≤ B the ratio λ/μ(n) = λ·T·(α + β·n)/n differs per state;
+beyond B it is the constant ρ = λ·T·(α + β·B)/B, so the tail n = B..K is a truncated
+geometric series with K - B terms after q(B). It is summed in closed form, in log
+space, so overload (ρ ≫ 1), tiny loads and K up to 102,400 stay finite.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+TAIL_FACTOR = 100
+"""K = TAIL_FACTOR · B: the queue holds at most 100 times the max batch."""
+
+_SERIES_LIMIT = 1e-3
+"""Below |log ρ|·m < this the geometric moments use their Taylor series."""
+
+
+@dataclass(frozen=True)
+class QueueMetrics:
+    """Steady-state figures of the queue, one entry per server (float64 arrays)."""
+
+    wait_ms: NDArray[np.float64]
+    """Mean time a request waits before it joins the batch."""
+    itl_ms: NDArray[np.float64]
+    """Mean inter-token latency: time in service divided by tokens per request."""
+    mean_requests: NDArray[np.float64]
+    """L = E[n], requests in the server (waiting and running)."""
+    mean_batch: NDArray[np.float64]
+    """S = E[min(n, B)], requests running."""
+    throughput_per_ms: NDArray[np.float64]
+    """X = λ·(1 − p_K), requests admitted per ms."""
+    full_probability: NDArray[np.float64]
+    """p_K, the probability that the queue is full and an arrival is lost."""
+    saturated: NDArray[np.bool_]
+    """ρ ≥ 1: the load reaches the capacity, figures are those of the truncated chain."""
+
+
+def _log_geometric_sum(u: NDArray[np.float64], m: NDArray[np.float64]) -> NDArray[np.float64]:
+    """log Σ_{j=0..m} e^{u·j}, stable for any sign and size of u."""
+    a = np.abs(u)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        # For a > 0: Σ e^{-a j} = (1 − e^{−a(m+1)}) / (1 − e^{−a}).
+        decreasing = np.log(-np.expm1(-a * (m + 1))) - np.log(-np.expm1(-a))
+    decreasing = np.where(a == 0.0, np.log(m + 1), decreasing)
+    # For u > 0 factor out the largest term e^{u·m}.
+    return np.where(u > 0, u * m + decreasing, decreasing)
+
+
+def _geometric_mean_index(u: NDArray[np.float64], m: NDArray[np.float64]) -> NDArray[np.float64]:
+    """E[j] for weights e^{u·j}, j = 0..m (the mean of a truncated geometric law)."""
+    a = np.abs(u)
+    am = a * m
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        # Mean for the decreasing law e^{-a j}: 1/(e^a − 1) − (m+1)/(e^{a(m+1)} − 1).
+        closed = 1.0 / np.expm1(a) - (m + 1) / np.expm1(a * (m + 1))
+    # Taylor series in a, accurate where the closed form cancels (a·m small).
+    mp1 = m + 1
+    series = m / 2 - a * m * (m + 2) / 12 + a**3 * (mp1**4 - 1) / 720
+    decreasing = np.where(am < _SERIES_LIMIT, series, closed)
+    return np.where(u > 0, m - decreasing, decreasing)
+
+
+def _broadcast(*args: ArrayLike) -> list[NDArray[np.float64]]:
+    return [np.asarray(a, dtype=np.float64) for a in np.broadcast_arrays(*args)]
+
+
+def solve_queue(
+    alpha: ArrayLike,
+    beta: ArrayLike,
+    rpm: ArrayLike,
+    avg_tokens: ArrayLike,
+    max_batch: ArrayLike,
+) -> QueueMetrics:
+    """Solve the queue for every server at once.
+
+    Arguments broadcast together; α and β in ms, rpm in requests per minute,
+    avg_tokens per request, max_batch B ≥ 1 (rounded to an integer). Inputs must be
+    positive and finite; validating them is the caller's job.
+    """
+    a, b, r, t, bmax = _broadcast(alpha, beta, rpm, avg_tokens, max_batch)
+    shape = a.shape
+    a, b, r, t = (v.reshape(-1) for v in (a, b, r, t))
+    big_b = np.rint(bmax.reshape(-1)).astype(np.int64)
+    lam = r / 60000.0
+
+    width = int(big_b.max()) if big_b.size else 1
+    n = np.arange(1, width + 1, dtype=np.float64)  # states 1..width
+    inside = n[None, :] <= big_b[:, None]
+
+    # Head: log q(n) for n = 1..B, a cumulative sum of log(λ·T·(α + β·n)/n).
+    log_lt = np.log(lam * t)
+    with np.errstate(divide="ignore"):
+        steps = log_lt[:, None] + np.log(a[:, None] + b[:, None] * n[None, :]) - np.log(n)[None, :]
+    steps = np.where(inside, steps, 0.0)
+    log_q = np.cumsum(steps, axis=1)
+    bf = big_b.astype(np.float64)
+    log_q_b = np.take_along_axis(log_q, (big_b - 1)[:, None], axis=1)[:, 0]
+
+    # Tail: q(B + j) = q(B)·ρ^j for j = 0..m with m = K − B.
+    m = (TAIL_FACTOR - 1) * bf
+    u = log_lt + np.log(a + b * bf) - np.log(bf)  # log ρ
+    log_tail = log_q_b + _log_geometric_sum(u, m)
+    log_tail_open = log_q_b + _log_geometric_sum(u, m - 1)  # states B..K−1
+    tail_mean_j = _geometric_mean_index(u, m)
+
+    # Normalize with the largest log-weight among q(0) = 1, q(1..B−1) and the tail.
+    below_b = n[None, :] < big_b[:, None]
+    head = np.where(below_b, log_q, -np.inf)
+    shift = np.maximum(np.maximum(head.max(axis=1, initial=-np.inf), 0.0), log_tail)
+    w_head = np.exp(head - shift[:, None])
+    w0 = np.exp(-shift)
+    w_tail = np.exp(log_tail - shift)
+    w_open = np.exp(log_tail_open - shift)
+    w_full = np.exp(log_q_b + u * m - shift)
+
+    z = w0 + w_head.sum(axis=1) + w_tail
+    head_n = (w_head * n[None, :]).sum(axis=1)
+    mean_batch = (head_n + bf * w_tail) / z
+    queued = w_tail * tail_mean_j / z  # L − S, without cancellation
+    mean_requests = mean_batch + queued
+    # 1 − p_K as the mass of states 0..K−1, exact even when p_K is close to 1.
+    not_full = (w0 + w_head.sum(axis=1) + w_open) / z
+    throughput = lam * not_full
+
+    wait = np.maximum(0.0, queued / throughput)
+    itl = mean_batch / throughput / t
+    return QueueMetrics(
+        wait_ms=wait.reshape(shape),
+        itl_ms=itl.reshape(shape),
+        mean_requests=mean_requests.reshape(shape),
+        mean_batch=mean_batch.reshape(shape),
+        throughput_per_ms=throughput.reshape(shape),
+        full_probability=(w_full / z).reshape(shape),
+        saturated=(u >= 0).reshape(shape),
+    )
+
+
+def capacity_rpm(alpha: ArrayLike, beta: ArrayLike, avg_tokens: ArrayLike, max_batch: ArrayLike) -> NDArray[np.float64]:
+    """Arrival rate (requests/min) at which the full batch is just busy (ρ = 1)."""
+    a, b, t, bmax = _broadcast(alpha, beta, avg_tokens, max_batch)
+    bmax = np.rint(bmax)
+    return 60000.0 * bmax / ((a + b * bmax) * t)
