@@ -149,7 +149,7 @@ class FilterBank:
         u0 = np.tile(self._to_u(np.asarray(self.config.init_state, dtype=float)), (count, 1))
         self.u = np.concatenate([self.u, u0])
         self.P = np.concatenate([self.P, self._initial_covariance(u0)])
-        for name in ("steps", "accepted_count", "rejected_count", "skipped_count", "streak"):
+        for name in self._ROW_ARRAYS[2:]:
             setattr(self, name, np.concatenate([getattr(self, name), np.zeros(count, dtype=np.int64)]))
         return range(start, start + count)
 
@@ -157,8 +157,19 @@ class FilterBank:
         u0 = self._to_u(np.asarray(self.config.init_state, dtype=float))
         self.u[rows] = u0
         self.P[rows] = self._initial_covariance(self.u[rows])
-        for name in ("steps", "accepted_count", "rejected_count", "skipped_count", "streak"):
+        for name in self._ROW_ARRAYS[2:]:
             getattr(self, name)[rows] = 0
+
+    _ROW_ARRAYS = ("u", "P", "steps", "accepted_count", "rejected_count", "skipped_count", "streak")
+
+    def snapshot(self, rows: Any = slice(None)) -> dict[str, np.ndarray]:
+        """Copies of every per-filter array for ``rows``: enough to restore the filters exactly."""
+        return {name: getattr(self, name)[rows].copy() for name in self._ROW_ARRAYS}
+
+    def restore(self, rows: Any, snapshot: dict[str, np.ndarray]) -> None:
+        """Put back what :meth:`snapshot` returned (rows must exist: see :meth:`add`)."""
+        for name in self._ROW_ARRAYS:
+            getattr(self, name)[rows] = snapshot[name]
 
     # --- reading -----------------------------------------------------------------
     @property
