@@ -28,6 +28,8 @@ from numpy.typing import NDArray
 Array = NDArray[np.float64]
 PredictU = Callable[[Array], Array]
 """h in filter coordinates: u (..., N, n) → z (..., N, m)."""
+Variance = Callable[[Array, Array], Array]
+"""Observation variances (..., N, m) for predictions ẑ (..., N, m) and observations z (N, m)."""
 
 JACOBIAN_STEP = 1e-6
 MAX_INFLATION = 1e6
@@ -49,6 +51,10 @@ class StepArrays:
     """Normalized innovation squared yᵀS⁻¹y with the un-inflated prior, (N,)."""
     inflation: Array
     """Factor applied to P⁻ before the update (1 = none), (N,)."""
+    residual: Array
+    """z − h(u_post) to first order, (N, m)."""
+    residual_var: Array
+    """Variance of h(u_post) under the posterior, diag(H P Hᵀ), (N, m)."""
 
 
 def jacobian(predict_u: PredictU, u: Array) -> tuple[Array, Array]:
@@ -97,55 +103,213 @@ def inflation_factor(y: Array, HPH: Array, R: Array, target: float) -> Array:
     return phi
 
 
+def grid_start(
+    predict_u: PredictU,
+    u_prior: Array,
+    P_prior: Array,
+    z: Array,
+    variance: Variance,
+    factor: Array,
+    lower: Array,
+    upper: Array,
+    points_per_axis: int,
+    candidates: int = 4,
+) -> Array:
+    """Best starting points for the Gauss-Newton iterations on a grid over the bounds.
+
+    A global look before the local iterations, for priors far from the data (start-up,
+    large jumps). On a grid over the box [lower, upper] (plus the prior itself) it
+    minimizes a coarse MAP objective: the misfit is measured as log((z + f)/(ẑ + f)),
+    f being the noise floor, with a tolerance of one grid cell's worth of relative
+    change, so that a sharp likelihood cannot hide between grid points. Returns the
+    prior and the best ``candidates − 1`` grid points, (candidates, N, n).
+    """
+    N, n = u_prior.shape
+    axes = np.linspace(0.0, 1.0, points_per_axis)
+    unit = np.stack(np.meshgrid(*([axes] * n), indexing="ij"), axis=-1).reshape(-1, n)  # (G, n)
+    grid = lower[None] + unit[:, None, :] * (upper - lower)[None]  # (G, N, n)
+    grid = np.concatenate([u_prior[None], grid], axis=0)
+    zg = predict_u(grid)
+    floor = np.sqrt(variance(np.zeros_like(z), z) * factor)  # σ at ẑ = 0: the absolute floor
+    tolerance = np.max((upper - lower) / (points_per_axis - 1), axis=-1)[:, None]  # one cell, in log units
+    with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
+        misfit = np.log((np.abs(z) + floor) / (np.abs(zg) + floor))
+        fit = ((misfit / tolerance) ** 2).sum(-1)
+    d = grid - u_prior[None]
+    prior = np.einsum("gni,gni->gn", d, np.linalg.solve(np.broadcast_to(P_prior, d.shape[:1] + P_prior.shape), d[..., None])[..., 0])
+    cost = np.where(np.isfinite(fit), fit + prior, np.inf)
+    best = np.argsort(cost, axis=0)[:candidates]  # (C, N)
+    best[0] = 0  # always keep the prior itself as a candidate
+    best[1:] = np.argsort(np.where(np.arange(grid.shape[0])[:, None] == 0, np.inf, cost), axis=0)[: candidates - 1]
+    return grid[best, np.arange(N)[None, :]]  # (C, N, n)
+
+
+def map_cost(
+    z_hat: Array, u: Array, z: Array, u_prior: Array, P_prior: Array, variance: Variance, factor: Array
+) -> Array:
+    """(z − ẑ)ᵀR⁻¹(z − ẑ) + (u − u⁻)ᵀP⁻¹(u − u⁻); leading axes of z_hat/u broadcast over (N,)."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        fit = ((z - z_hat) ** 2 / (variance(z_hat, z) * factor)).sum(-1)
+    d = u - u_prior
+    P = np.broadcast_to(P_prior, d.shape[:-1] + P_prior.shape[-2:])
+    prior = np.einsum("...i,...i->...", d, np.linalg.solve(P, d[..., None])[..., 0])
+    return np.where(np.isfinite(fit), fit + prior, np.inf)
+
+
 def update(
     predict_u: PredictU,
     u_prior: Array,
     P_prior: Array,
     z: Array,
-    noise: Callable[[Array], Array],
+    variance: Variance,
     *,
+    noise_factor: Array | None = None,
     iterations: int = 1,
     inflate_above: float | None = None,
+    max_variance: Array | None = None,
     lower: Array | None = None,
     upper: Array | None = None,
+    grid_above: float | None = None,
+    grid_points: int = 25,
+    predict_rows: Callable[[NDArray[np.int64]], PredictU] | None = None,
 ) -> StepArrays:
     """Measurement update of a stack of filters whose prior is (u_prior, P_prior).
 
-    ``noise(z_pred)`` returns R (N, m, m, diagonal) for the predicted observations;
-    ``inflate_above``: NIS level above which P⁻ is inflated (None: never);
-    ``lower``/``upper``: bounds on u (N, n) or None.
+    ``variance(ẑ, z)`` gives the observation variances (…, m), R = diag of it times
+    ``noise_factor`` (N, m; default 1);
+    ``iterations``: Gauss-Newton iterations (1 = plain EKF), each with a backtracking
+    line search on the MAP cost, stopping early once every step is small;
+    ``inflate_above``: NIS level above which P⁻ is inflated (None: never), keeping each
+    variance below ``max_variance`` (n,) when given;
+    ``lower``/``upper``: bounds on u (N, n) or None;
+    ``grid_above``: NIS level above which the iterations start from :func:`grid_start`
+    (needs bounds and ``predict_rows(idx)``, h for those rows only).
     """
-    n = u_prior.shape[-1]
+    N, n = u_prior.shape
     eye = np.eye(n)
+    factor = np.ones_like(z) if noise_factor is None else noise_factor
     z_pred, H = jacobian(predict_u, u_prior)
-    R = noise(z_pred)
+    R = _diag(variance(z_pred, z) * factor)
     y0 = z - z_pred
     HPH = H @ P_prior @ np.swapaxes(H, -1, -2)
     nis = nis_of(y0, HPH + R)
 
-    phi = np.ones(u_prior.shape[0])
+    phi = np.ones(N)
     if inflate_above is not None:
         trigger = nis > inflate_above
         if trigger.any():
             phi = np.where(trigger, inflation_factor(y0, HPH, R, float(z.shape[-1])), 1.0)
+            if max_variance is not None:
+                room = np.min(max_variance / np.diagonal(P_prior, axis1=-2, axis2=-1), axis=-1)
+                phi = np.clip(phi, 1.0, np.maximum(room, 1.0))
             P_prior = P_prior * phi[:, None, None]
 
     u_i, z_i, H_i = u_prior, z_pred, H
-    for i in range(iterations):
-        if i > 0:
+    if grid_above is not None and lower is not None and upper is not None and predict_rows is not None:
+        far = nis > grid_above
+        if far.any():
+            # Multi-start: Gauss-Newton from the prior and the best grid points, keep the best.
+            idx = np.flatnonzero(far)
+            starts = grid_start(
+                predict_rows(idx), u_prior[idx], P_prior[idx], z[idx], variance, factor[idx],
+                lower[idx], upper[idx], grid_points,
+            )
+            C = starts.shape[0]
+            rep = np.tile(idx, C)  # candidate c of far row j sits at c·len(idx) + j
+            predict_rep = predict_rows(rep)
+            u0 = starts.reshape(-1, n)
+            z0, H0 = jacobian(predict_rep, u0)
+            uc, zc, _ = gauss_newton(
+                predict_rep, u0, z0, H0, u_prior[rep], P_prior[rep], z[rep], variance, factor[rep],
+                lower[rep], upper[rep], max(iterations, 4),
+            )
+            cost = map_cost(zc, uc, z[rep], u_prior[rep], P_prior[rep], variance, factor[rep]).reshape(C, -1)
+            best = np.argmin(np.where(np.isfinite(cost), cost, np.inf), axis=0)
+            u_i = u_prior.copy()
+            u_i[idx] = uc.reshape(C, -1, n)[best, np.arange(idx.size)]
             z_i, H_i = jacobian(predict_u, u_i)
-        Ht = np.swapaxes(H_i, -1, -2)
-        S = H_i @ P_prior @ Ht + R
-        # Kᵀ = S⁻¹ H P (S and P symmetric), so K = (S⁻¹ H P)ᵀ.
-        K = np.swapaxes(np.linalg.solve(S, H_i @ P_prior), -1, -2)
-        y = z - z_i - np.einsum("...ij,...j->...i", H_i, u_prior - u_i)
-        u_next = u_prior + np.einsum("...ij,...j->...i", K, y)
+    if iterations <= 1:
+        # The plain EKF: one linear step from the prior.
+        K, R_i = _gain(H_i, P_prior, R)
+        u_post = u_i + np.einsum("...ij,...j->...i", K, z - z_i)
         if lower is not None and upper is not None:
-            u_next = np.clip(u_next, lower, upper)
-        u_i = u_next
-
+            u_post = np.clip(u_post, lower, upper)
+    else:
+        u_i, z_i, H_i = gauss_newton(
+            predict_u, u_i, z_i, H_i, u_prior, P_prior, z, variance, factor, lower, upper, iterations
+        )
+        K, R_i = _gain(H_i, P_prior, _diag(variance(z_i, z) * factor))
+        u_post = u_i
     A = eye - K @ H_i
-    P_post = A @ P_prior @ np.swapaxes(A, -1, -2) + K @ R @ np.swapaxes(K, -1, -2)
-    P_post = _symmetric(P_post)
+    P_post = _symmetric(A @ P_prior @ np.swapaxes(A, -1, -2) + K @ R_i @ np.swapaxes(K, -1, -2))
 
-    return StepArrays(u=u_i, P=P_post, predicted=z_pred, innovation=y0, nis=nis, inflation=phi)
+    residual = z - z_i - np.einsum("...ij,...j->...i", H_i, u_post - u_i)  # zero shift when iterated
+    residual_var = np.einsum("...ij,...jk,...ik->...i", H_i, P_post, H_i)
+    return StepArrays(
+        u=u_post,
+        P=P_post,
+        predicted=z_pred,
+        innovation=y0,
+        nis=nis,
+        inflation=phi,
+        residual=residual,
+        residual_var=residual_var,
+    )
+
+
+def gauss_newton(
+    predict_u: PredictU,
+    u: Array,
+    z_u: Array,
+    H: Array,
+    u_prior: Array,
+    P_prior: Array,
+    z: Array,
+    variance: Variance,
+    factor: Array,
+    lower: Array | None,
+    upper: Array | None,
+    iterations: int,
+) -> tuple[Array, Array, Array]:
+    """Iterated-EKF steps from ``u`` towards the MAP estimate; returns (u, h(u), H(u)).
+
+    Each Gauss-Newton step is backtracked (halved) until the MAP cost does not
+    increase, and clipped to the bounds; iterations stop early once every filter's
+    step is below a thousandth of its prior σ.
+    """
+    N = u.shape[0]
+    sd = np.sqrt(np.diagonal(P_prior, axis1=-2, axis2=-1))
+    cost = map_cost(z_u, u, z, u_prior, P_prior, variance, factor)
+    for _ in range(iterations):
+        K, _ = _gain(H, P_prior, _diag(variance(z_u, z) * factor))
+        y = z - z_u - np.einsum("...ij,...j->...i", H, u_prior - u)
+        target = u_prior + np.einsum("...ij,...j->...i", K, y)
+        if lower is not None and upper is not None:
+            target = np.clip(target, lower, upper)
+        step = target - u
+        if not (np.abs(step) > 1e-3 * sd).any():
+            break
+        t = np.ones(N)
+        for _ in range(8):
+            u_try = u + t[:, None] * step
+            z_try = predict_u(u_try)
+            cost_try = map_cost(z_try, u_try, z, u_prior, P_prior, variance, factor)
+            worse = ~(cost_try <= cost)
+            if not worse.any():
+                break
+            t = np.where(worse, t / 2, t)
+        moved = ~worse
+        u = np.where(moved[:, None], u_try, u)
+        cost = np.where(moved, cost_try, cost)
+        z_u, H = jacobian(predict_u, u)
+    return u, z_u, H
+
+
+def _gain(H: Array, P: Array, R: Array) -> tuple[Array, Array]:
+    """Kalman gain K = P Hᵀ S⁻¹ via solve (Kᵀ = S⁻¹ H P since S and P are symmetric)."""
+    S = H @ P @ np.swapaxes(H, -1, -2) + R
+    return np.swapaxes(np.linalg.solve(S, H @ P), -1, -2), R
+
+
+def _diag(v: Array) -> Array:
+    return v[..., :, None] * np.eye(v.shape[-1])

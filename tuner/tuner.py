@@ -27,6 +27,16 @@ DRIFT_FRACTION = 0.05
 """Steady-state process noise as a fraction of percentChange (see README, 'How the filter adapts')."""
 GATE_PATIENCE = 3
 """Consecutive gated steps after which the filter accepts the data as a regime change."""
+GRID_PROBABILITY = 0.9999
+"""NIS quantile above which the update first searches a grid over the bounds."""
+ADAPT_NOISE = False
+FLOOR_FRACTION = 0.01
+"""Observations below this fraction of expectedObservations count as zero (noise floor)."""
+NOISE_MEMORY = 0.9
+"""Forgetting factor of the observation-noise scale estimate (memory of about 10 steps)."""
+NOISE_PRIOR_WEIGHT = 3.0
+"""Pseudo-steps of belief in the configured noise level."""
+"""Consecutive gated steps after which the filter accepts the data as a regime change."""
 
 
 @dataclass(frozen=True)
@@ -93,17 +103,22 @@ class FilterBank:
         self.model = model
         self.log_space = config.state_space == "log"
         self._change = np.asarray(config.percent_change)
+        self._max_variance: Array | None = None
         if config.bounded_state:
             lo, hi = np.asarray(config.min_state), np.asarray(config.max_state)
             self._lower, self._upper = self._to_u(lo), self._to_u(hi)
+            self._max_variance = ((self._upper - self._lower) / 4.0) ** 2
         else:
             self._lower = self._upper = None
         m = len(model.observation_names)
         self._gate = float(chi2.ppf(config.nis_gate, m)) if config.nis_gate is not None else None
         self._inflate_above = float(chi2.ppf(INFLATE_PROBABILITY, m)) if config.adaptive else None
         self._floor = np.asarray(config.expected_observations)
+        self._grid_above = float(chi2.ppf(GRID_PROBABILITY, m)) if config.adaptive else None
         self.u = np.empty((0, n))
         self.P = np.empty((0, n, n))
+        self.noise_weight = np.empty((0, m))  # discounted count of residuals seen, per observation
+        self.noise_sum = np.empty((0, m))  # discounted sum of normalized squared residuals
         self.steps = np.empty(0, dtype=np.int64)
         self.accepted_count = np.empty(0, dtype=np.int64)
         self.rejected_count = np.empty(0, dtype=np.int64)
@@ -133,11 +148,19 @@ class FilterBank:
             var = (self._change * u) ** 2
         return var[..., :, None] * np.eye(u.shape[-1])
 
-    def _noise(self, z_pred: Array) -> Array:
-        """R (N, m, m): σ_i = s·max(expected_i, |ẑ_i|)."""
-        scale = np.maximum(self._floor, np.abs(np.nan_to_num(z_pred, nan=0.0, posinf=0.0)))
-        var = (self.config.noise_scale * scale) ** 2
-        return var[..., :, None] * np.eye(z_pred.shape[-1])
+    def _base_noise(self, z_hat: Array, z: Array) -> Array:
+        """Configured observation variances (…, m): σ_i = s·(min(|ẑ_i|, |z_i|) + floor_i).
+
+        Relative to the smaller of prediction and observation, so a wild prediction
+        does not make itself look plausible by inflating its own noise.
+        """
+        size = np.minimum(np.abs(np.nan_to_num(z_hat, nan=0.0, posinf=np.inf)), np.abs(z))
+        return (self.config.noise_scale * (size + FLOOR_FRACTION * self._floor)) ** 2
+
+    def noise_scale_factor(self, rows: Any = slice(None)) -> Array:
+        """Learned multiplier (≥ 1) of the configured observation variance, (N, m)."""
+        w, total = self.noise_weight[rows], self.noise_sum[rows]
+        return np.maximum(1.0, (NOISE_PRIOR_WEIGHT + total) / (NOISE_PRIOR_WEIGHT + w))
 
     # --- size --------------------------------------------------------------------
     def __len__(self) -> int:
@@ -149,7 +172,10 @@ class FilterBank:
         u0 = np.tile(self._to_u(np.asarray(self.config.init_state, dtype=float)), (count, 1))
         self.u = np.concatenate([self.u, u0])
         self.P = np.concatenate([self.P, self._initial_covariance(u0)])
-        for name in self._ROW_ARRAYS[2:]:
+        m = self.noise_sum.shape[1]
+        self.noise_weight = np.concatenate([self.noise_weight, np.zeros((count, m))])
+        self.noise_sum = np.concatenate([self.noise_sum, np.zeros((count, m))])
+        for name in self._ROW_ARRAYS[4:]:
             setattr(self, name, np.concatenate([getattr(self, name), np.zeros(count, dtype=np.int64)]))
         return range(start, start + count)
 
@@ -160,7 +186,7 @@ class FilterBank:
         for name in self._ROW_ARRAYS[2:]:
             getattr(self, name)[rows] = 0
 
-    _ROW_ARRAYS = ("u", "P", "steps", "accepted_count", "rejected_count", "skipped_count", "streak")
+    _ROW_ARRAYS = ("u", "P", "noise_weight", "noise_sum", "steps", "accepted_count", "rejected_count", "skipped_count", "streak")
 
     def snapshot(self, rows: Any = slice(None)) -> dict[str, np.ndarray]:
         """Copies of every per-filter array for ``rows``: enough to restore the filters exactly."""
@@ -223,20 +249,30 @@ class FilterBank:
             def predict_u(u: Array) -> Array:
                 return self.model.predict(self._to_x(u), sub_env)
 
+            factor = self.noise_scale_factor(r) if self.config.adaptive else np.ones((r.size, m))
+
             lower = upper = None
             if self._lower is not None:
                 lower = np.broadcast_to(self._lower, u_prev.shape)
                 upper = np.broadcast_to(self._upper, u_prev.shape)
+            def predict_rows(idx: NDArray[np.int64]) -> ekf.PredictU:
+                rows_env = _take(sub_env, idx, vidx.size)
+                return lambda u: self.model.predict(self._to_x(u), rows_env)
+
             res = ekf.update(
                 predict_u,
                 u_prev,
                 P_prior,
                 z,
-                self._noise,
+                self._base_noise,
+                noise_factor=factor,
                 iterations=self.config.iterations,
+                max_variance=self._max_variance,
                 inflate_above=self._inflate_above,
                 lower=lower,
                 upper=upper,
+                grid_above=self._grid_above,
+                predict_rows=predict_rows,
             )
             ok = np.ones(vidx.size, dtype=bool)
             if self._gate is not None:
@@ -244,6 +280,13 @@ class FilterBank:
                 ok = ~(gating & (res.nis > self._gate))
             self.u[r] = np.where(ok[:, None], res.u, u_prev)
             self.P[r] = np.where(ok[:, None, None], self._capped(res.P), P_prev)
+            if self.config.adaptive and ADAPT_NOISE:
+                # Residuals left after the update that the posterior cannot explain
+                # raise the noise scale of that observation (variational-Bayes style).
+                normalized = (res.residual**2 + res.residual_var) / self._base_noise(z - res.residual, z)
+                keep = ok[:, None]
+                self.noise_weight[r] = np.where(keep, NOISE_MEMORY * self.noise_weight[r] + 1.0, self.noise_weight[r])
+                self.noise_sum[r] = np.where(keep, NOISE_MEMORY * self.noise_sum[r] + normalized, self.noise_sum[r])
             self.accepted_count[r[ok]] += 1
             self.rejected_count[r[~ok]] += 1
             self.streak[r] = np.where(ok, 0, self.streak[r] + 1)
@@ -259,9 +302,9 @@ class FilterBank:
 
     def _capped(self, P: Array) -> Array:
         """Keep each variance within the prior width the bounds allow (log space: (log range/4)²)."""
-        if self._lower is None:
+        if self._max_variance is None:
             return P
-        cap = ((self._upper - self._lower) / 4.0) ** 2
+        cap = self._max_variance
         d = np.diagonal(P, axis1=-2, axis2=-1)
         scale = np.sqrt(np.minimum(1.0, cap / np.maximum(d, 1e-300)))
         return P * scale[..., :, None] * scale[..., None, :]
