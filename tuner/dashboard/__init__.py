@@ -1,0 +1,1 @@
+"""Dashboard building blocks (Streamlit) and figure builders (plotly) shared by the pages."""
