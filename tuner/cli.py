@@ -99,6 +99,38 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     write_rows(rows, args.format, sys.stdout)
 
 
+def _column_mapping(text: str) -> Any:
+    """``--columns rpm=RPM,avg_tokens=tok,wait=w,itl=i[,max_batch=..,batch_size=..,wait_unit=s,...]``."""
+    from tuner.observers.offline import ColumnMapping
+
+    fields: dict[str, str] = {}
+    for part in text.split(","):
+        name, sep, value = part.partition("=")
+        if not sep or not name.strip() or not value.strip():
+            raise TunerError(f"--columns: expected name=column pairs separated by commas, got {part!r}")
+        fields[name.strip()] = value.strip()
+    try:
+        return ColumnMapping(**fields)
+    except TypeError as exc:
+        raise TunerError(f"--columns: {exc}; names are rpm, avg_tokens, wait, itl, max_batch, batch_size, "
+                         "wait_unit, itl_unit, rate_unit") from None
+
+
+def cmd_replay(args: argparse.Namespace) -> None:
+    from tuner.observers.offline import read_trace
+
+    if args.max_batch is not None and args.max_batch < 1:
+        raise TunerError(f"--max-batch must be at least 1, got {args.max_batch}")
+    mapping = _column_mapping(args.columns) if args.columns else None
+    trace = read_trace(Path(args.file), max_batch=args.max_batch, override_max_batch=args.max_batch is not None,
+                       mapping=mapping)
+    if trace.skipped or trace.notes:
+        print(f"note: {trace.summary()}", file=sys.stderr)
+    tuner = Tuner(_config(args.config))
+    windows = ((trace.environment(i), int(trace.line[i])) for i in range(len(trace)))
+    write_rows(step_rows(tuner, windows, lambda line: {"line": line}), args.format, sys.stdout)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tuner", description="Tune alpha/beta of an LLM server's queueing model.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +141,16 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--seed", type=int, default=0, help="random seed of the observation noise")
     sim.add_argument("--format", choices=FORMATS, default="table")
     sim.set_defaults(func=cmd_simulate)
+
+    rep = sub.add_parser("replay", help="tune against a CSV trace (project, seed or vLLM layout)")
+    rep.add_argument("file", help="CSV trace")
+    rep.add_argument("--config", help="tuner configuration, JSON or YAML (default: the seed's)")
+    rep.add_argument("--max-batch", type=int, help="server max batch size (needed when the trace has none; "
+                     "overrides the trace's column)")
+    rep.add_argument("--columns", help="column mapping for other layouts, e.g. "
+                     "rpm=rate,avg_tokens=tokens,wait=queue_s,wait_unit=s,itl=itl_ms,max_batch=max_seqs")
+    rep.add_argument("--format", choices=FORMATS, default="table")
+    rep.set_defaults(func=cmd_replay)
     return parser
 
 

@@ -278,7 +278,7 @@ def _detect(line: str, source: str) -> tuple[str, dict[str, str] | None, list[st
         f"{source}: unknown CSV layout{hint}: header has {', '.join(repr(c) for c in cells)}; expected the "
         f"project's columns ({', '.join(FIELDS)}; missing {', '.join(missing)}), the vLLM layout "
         "(RPM, tokens, avgConcurrency, maxConcurrency, avgWait, avgITL) or 6 numeric columns without a header; "
-        "map the columns instead",
+        "map the columns instead (--columns on the command line)",
         columns,
     )
 
@@ -446,7 +446,9 @@ def read_trace(
         values["max_batch"] = np.full(len(frame), float(max_batch))
     elif "max_batch" not in values:
         name = "maxConcurrency" if layout == "vllm" else "max_batch"
-        raise TraceError(f"{source}: the trace has no {name} column; give the server's max batch size")
+        raise TraceError(
+            f"{source}: the trace has no {name} column; give the server's max batch size (e.g. --max-batch 64)"
+        )
     else:
         small = np.isfinite(values["max_batch"]) & (values["max_batch"] < 1)
         if small.any():
