@@ -14,7 +14,9 @@ one fresh window per request. Tests and ``benchmarks/service.py`` use
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -114,10 +116,21 @@ class DemoCollector:
         self.delay_s = 2.0
         self.requests = 0
         self._lock = threading.Lock()
+        self._connections: set[socket.socket] = set()
         collector = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                with collector._lock:
+                    collector._connections.add(self.connection)
+
+            def finish(self) -> None:
+                with collector._lock:
+                    collector._connections.discard(self.connection)
+                super().finish()
 
             def do_GET(self) -> None:
                 if self.path.split("?")[0] != "/getenv":
@@ -177,8 +190,14 @@ class DemoCollector:
         return self
 
     def stop(self) -> None:
+        """Stop listening and drop open keep-alive connections, as a collector that goes down would."""
         self._server.shutdown()
         self._server.server_close()
+        with self._lock:
+            connections = list(self._connections)
+        for conn in connections:
+            with contextlib.suppress(OSError):
+                conn.shutdown(socket.SHUT_RDWR)
         if self._thread is not None:
             self._thread.join(timeout=5)
 
