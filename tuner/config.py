@@ -18,7 +18,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
+from numpy.typing import NDArray
 
 from tuner.errors import ConfigError
 
@@ -29,17 +31,20 @@ STATE_SPACES = ("log", "linear")
 class FilterConfig:
     """A validated configuration.
 
-    - R: observation noise. Its standard deviation per entry is
-      s·max(expected_i, |ĥ_i|) with s = errorLevel/tPercentile/√gammaFactor, i.e. the
-      seed's R = f·expected² (f = s²) is the floor and above it the error is relative
-      (errorLevel is read as a percentage error, as in the seed's demo noise).
-    - P0 and Q: the seed's (percentChange·initState)². In log space this is simply
-      percentChange² (a percentage change per step).
+    - R: observation noise, f = s² with s = errorLevel/tPercentile/√gammaFactor as in the
+      seed. With relativeNoise (default) the standard deviation of entry i is
+      s·(min(|ẑ_i|, |z_i|) + 0.01·expected_i): errorLevel is a percentage error, as in the
+      seed's demo noise, and 1 % of expectedObservations is the floor below which a value
+      counts as zero. Without it R = f·expected² exactly as in the seed.
+    - P0: the seed's (percentChange·initState)²; in log space percentChange² (a percentage).
+    - Q: the seed's (percentChange·x)² times driftFraction² (default 0.05: 0.5 % a step for
+      percentChange 0.1); covariance inflation takes over when the state really moves.
     - Bounds: minState/maxState when boundedState.
     """
 
     gamma_factor: float
-    error_level: float
+    error_level: float | tuple[float, ...]
+    """One relative error for every observation, or one per observation."""
     t_percentile: float
     init_state: tuple[float, ...]
     percent_change: tuple[float, ...]
@@ -47,7 +52,7 @@ class FilterConfig:
     min_state: tuple[float, ...] | None
     max_state: tuple[float, ...] | None
     expected_observations: tuple[float, ...]
-    state_space: str = "log"
+    state_space: str = "linear"
     """"log": the filter works on log(state) (positive states, relative changes); "linear": on the state."""
     adaptive: bool = True
     """Inflate the covariance when innovations show the state has moved (regime changes, start-up)."""
@@ -57,23 +62,30 @@ class FilterConfig:
     """Reject updates whose NIS exceeds this chi-square probability (e.g. 0.975); None disables."""
     gate_warmup: int = 10
     """Accepted steps before the gate starts rejecting."""
+    relative_noise: bool = True
+    """R relative to the observations above the floor (True) or the seed's fixed R = f·expected² (False)."""
+    drift_fraction: float = 0.05
+    """Steady-state process noise Q as a fraction of percentChange (1.0 = the seed's Q)."""
 
     @property
-    def noise_scale(self) -> float:
-        """s = errorLevel / tPercentile / √gammaFactor, the relative observation error."""
-        return self.error_level / self.t_percentile / math.sqrt(self.gamma_factor)
+    def noise_scale(self) -> NDArray[np.float64]:
+        """s = errorLevel / tPercentile / √gammaFactor per observation, the relative error."""
+        level = np.broadcast_to(np.asarray(self.error_level, dtype=float), (len(self.expected_observations),))
+        return level / self.t_percentile / math.sqrt(self.gamma_factor)
 
     def to_mapping(self) -> dict[str, Any]:
         """The configuration in the seed's layout (round-trips through :func:`parse_config`)."""
         d = asdict(self)
         filter_data = {
             "gammaFactor": d["gamma_factor"],
-            "errorLevel": d["error_level"],
+            "errorLevel": list(self.error_level) if isinstance(self.error_level, tuple) else self.error_level,
             "tPercentile": d["t_percentile"],
             "stateSpace": d["state_space"],
             "adaptive": d["adaptive"],
             "iterations": d["iterations"],
             "gateWarmup": d["gate_warmup"],
+            "relativeNoise": d["relative_noise"],
+            "driftFraction": d["drift_fraction"],
         }
         if self.nis_gate is not None:
             filter_data["nisGate"] = self.nis_gate
@@ -131,10 +143,18 @@ def parse_config(data: Any, n_observations: int = 2) -> FilterConfig:
     fd, md = data["filterData"], data["modelData"]
 
     gamma = _number(fd, "filterData", "gammaFactor")
-    error_level = _number(fd, "filterData", "errorLevel")
+    error_level: float | tuple[float, ...]
+    if isinstance(fd.get("errorLevel"), list):
+        error_level = _vector(fd, "filterData", "errorLevel", positive=True)
+        if len(error_level) != n_observations:
+            raise ConfigError(
+                f"filterData.errorLevel has {len(error_level)} values but the model has {n_observations} observations"
+            )
+    else:
+        error_level = _number(fd, "filterData", "errorLevel")
     t_percentile = _number(fd, "filterData", "tPercentile")
 
-    state_space = fd.get("stateSpace", "log")
+    state_space = fd.get("stateSpace", "linear")
     if state_space not in STATE_SPACES:
         raise ConfigError(f"filterData.stateSpace must be one of {', '.join(STATE_SPACES)}, got {state_space!r}")
     adaptive = fd.get("adaptive", True)
@@ -151,6 +171,11 @@ def parse_config(data: Any, n_observations: int = 2) -> FilterConfig:
     gate_warmup = fd.get("gateWarmup", 10)
     if isinstance(gate_warmup, bool) or not isinstance(gate_warmup, int) or gate_warmup < 0:
         raise ConfigError(f"filterData.gateWarmup must be a non-negative integer, got {gate_warmup!r}")
+
+    relative_noise = fd.get("relativeNoise", True)
+    if not isinstance(relative_noise, bool):
+        raise ConfigError(f"filterData.relativeNoise must be true or false, got {relative_noise!r}")
+    drift_fraction = _number(fd, "filterData", "driftFraction", default=0.05)
 
     positive_state = state_space == "log"
     init_state = _vector(md, "modelData", "initState", positive=positive_state)
@@ -199,6 +224,8 @@ def parse_config(data: Any, n_observations: int = 2) -> FilterConfig:
         iterations=iterations,
         nis_gate=nis_gate,
         gate_warmup=gate_warmup,
+        relative_noise=relative_noise,
+        drift_fraction=drift_fraction,
     )
 
 

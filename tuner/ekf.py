@@ -51,10 +51,8 @@ class StepArrays:
     """Normalized innovation squared yᵀS⁻¹y with the un-inflated prior, (N,)."""
     inflation: Array
     """Factor applied to P⁻ before the update (1 = none), (N,)."""
-    residual: Array
-    """z − h(u_post) to first order, (N, m)."""
-    residual_var: Array
-    """Variance of h(u_post) under the posterior, diag(H P Hᵀ), (N, m)."""
+    innovation_var: Array
+    """diag(φ·H P⁻ Hᵀ + R): the variance of each innovation the update allowed for, (N, m)."""
 
 
 def jacobian(predict_u: PredictU, u: Array) -> tuple[Array, Array]:
@@ -243,8 +241,6 @@ def update(
     A = eye - K @ H_i
     P_post = _symmetric(A @ P_prior @ np.swapaxes(A, -1, -2) + K @ R_i @ np.swapaxes(K, -1, -2))
 
-    residual = z - z_i - np.einsum("...ij,...j->...i", H_i, u_post - u_i)  # zero shift when iterated
-    residual_var = np.einsum("...ij,...jk,...ik->...i", H_i, P_post, H_i)
     return StepArrays(
         u=u_post,
         P=P_post,
@@ -252,8 +248,7 @@ def update(
         innovation=y0,
         nis=nis,
         inflation=phi,
-        residual=residual,
-        residual_var=residual_var,
+        innovation_var=phi[:, None] * np.diagonal(HPH, axis1=-2, axis2=-1) + np.diagonal(R, axis1=-2, axis2=-1),
     )
 
 

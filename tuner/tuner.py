@@ -23,19 +23,14 @@ Array = NDArray[np.float64]
 
 INFLATE_PROBABILITY = 0.99
 """NIS quantile above which the adaptive filter inflates its covariance."""
-DRIFT_FRACTION = 0.05
-"""Steady-state process noise as a fraction of percentChange (see README, 'How the filter adapts')."""
 GATE_PATIENCE = 3
 """Consecutive gated steps after which the filter accepts the data as a regime change."""
 GRID_PROBABILITY = 0.9999
 """NIS quantile above which the update first searches a grid over the bounds."""
-ADAPT_NOISE = False
 FLOOR_FRACTION = 0.01
 """Observations below this fraction of expectedObservations count as zero (noise floor)."""
-NOISE_MEMORY = 0.9
-"""Forgetting factor of the observation-noise scale estimate (memory of about 10 steps)."""
-NOISE_PRIOR_WEIGHT = 3.0
-"""Pseudo-steps of belief in the configured noise level."""
+NOISE_MEMORY = 0.8
+"""Weight of the past in the learned observation-noise scale (a memory of about 5 steps)."""
 """Consecutive gated steps after which the filter accepts the data as a regime change."""
 
 
@@ -117,8 +112,7 @@ class FilterBank:
         self._grid_above = float(chi2.ppf(GRID_PROBABILITY, m)) if config.adaptive else None
         self.u = np.empty((0, n))
         self.P = np.empty((0, n, n))
-        self.noise_weight = np.empty((0, m))  # discounted count of residuals seen, per observation
-        self.noise_sum = np.empty((0, m))  # discounted sum of normalized squared residuals
+        self.noise_log_scale = np.empty((0, m))  # log of the learned multiplier of R, per observation
         self.steps = np.empty(0, dtype=np.int64)
         self.accepted_count = np.empty(0, dtype=np.int64)
         self.rejected_count = np.empty(0, dtype=np.int64)
@@ -134,11 +128,9 @@ class FilterBank:
         return np.exp(u) if self.log_space else u
 
     def _process_noise(self, u: Array) -> Array:
-        """Q per filter (N, n, n): the seed's (percentChange·x)², as a fraction DRIFT_FRACTION."""
-        if self.log_space:
-            var = np.broadcast_to((DRIFT_FRACTION * self._change) ** 2, u.shape)
-        else:
-            var = (DRIFT_FRACTION * self._change * u) ** 2
+        """Q per filter (N, n, n): the seed's (percentChange·x)², times driftFraction²."""
+        change = self.config.drift_fraction * self._change
+        var = np.broadcast_to(change**2, u.shape) if self.log_space else (change * u) ** 2
         return var[..., :, None] * np.eye(u.shape[-1])
 
     def _initial_covariance(self, u: Array) -> Array:
@@ -154,13 +146,14 @@ class FilterBank:
         Relative to the smaller of prediction and observation, so a wild prediction
         does not make itself look plausible by inflating its own noise.
         """
+        if not self.config.relative_noise:
+            return np.broadcast_to((self.config.noise_scale * self._floor) ** 2, np.shape(z_hat)).copy()
         size = np.minimum(np.abs(np.nan_to_num(z_hat, nan=0.0, posinf=np.inf)), np.abs(z))
         return (self.config.noise_scale * (size + FLOOR_FRACTION * self._floor)) ** 2
 
     def noise_scale_factor(self, rows: Any = slice(None)) -> Array:
         """Learned multiplier (≥ 1) of the configured observation variance, (N, m)."""
-        w, total = self.noise_weight[rows], self.noise_sum[rows]
-        return np.maximum(1.0, (NOISE_PRIOR_WEIGHT + total) / (NOISE_PRIOR_WEIGHT + w))
+        return np.exp(self.noise_log_scale[rows])
 
     # --- size --------------------------------------------------------------------
     def __len__(self) -> int:
@@ -172,10 +165,9 @@ class FilterBank:
         u0 = np.tile(self._to_u(np.asarray(self.config.init_state, dtype=float)), (count, 1))
         self.u = np.concatenate([self.u, u0])
         self.P = np.concatenate([self.P, self._initial_covariance(u0)])
-        m = self.noise_sum.shape[1]
-        self.noise_weight = np.concatenate([self.noise_weight, np.zeros((count, m))])
-        self.noise_sum = np.concatenate([self.noise_sum, np.zeros((count, m))])
-        for name in self._ROW_ARRAYS[4:]:
+        m = self.noise_log_scale.shape[1]
+        self.noise_log_scale = np.concatenate([self.noise_log_scale, np.zeros((count, m))])
+        for name in self._ROW_ARRAYS[3:]:
             setattr(self, name, np.concatenate([getattr(self, name), np.zeros(count, dtype=np.int64)]))
         return range(start, start + count)
 
@@ -186,7 +178,9 @@ class FilterBank:
         for name in self._ROW_ARRAYS[2:]:
             getattr(self, name)[rows] = 0
 
-    _ROW_ARRAYS = ("u", "P", "noise_weight", "noise_sum", "steps", "accepted_count", "rejected_count", "skipped_count", "streak")
+    _ROW_ARRAYS = (
+        "u", "P", "noise_log_scale", "steps", "accepted_count", "rejected_count", "skipped_count", "streak",
+    )
 
     def snapshot(self, rows: Any = slice(None)) -> dict[str, np.ndarray]:
         """Copies of every per-filter array for ``rows``: enough to restore the filters exactly."""
@@ -280,13 +274,13 @@ class FilterBank:
                 ok = ~(gating & (res.nis > self._gate))
             self.u[r] = np.where(ok[:, None], res.u, u_prev)
             self.P[r] = np.where(ok[:, None, None], self._capped(res.P), P_prev)
-            if self.config.adaptive and ADAPT_NOISE:
-                # Residuals left after the update that the posterior cannot explain
-                # raise the noise scale of that observation (variational-Bayes style).
-                normalized = (res.residual**2 + res.residual_var) / self._base_noise(z - res.residual, z)
-                keep = ok[:, None]
-                self.noise_weight[r] = np.where(keep, NOISE_MEMORY * self.noise_weight[r] + 1.0, self.noise_weight[r])
-                self.noise_sum[r] = np.where(keep, NOISE_MEMORY * self.noise_sum[r] + normalized, self.noise_sum[r])
+            if self.config.adaptive:
+                # An observation whose innovations stay larger than the update allowed for,
+                # even after inflation, is one the model cannot follow: learn a larger R
+                # for it (a geometric moving average of the ratio, never below 1).
+                ratio = np.maximum(res.innovation**2 / res.innovation_var, 1e-12)
+                updated = NOISE_MEMORY * self.noise_log_scale[r] + (1 - NOISE_MEMORY) * np.log(ratio)
+                self.noise_log_scale[r] = np.where(ok[:, None], np.maximum(updated, 0.0), self.noise_log_scale[r])
             self.accepted_count[r[ok]] += 1
             self.rejected_count[r[~ok]] += 1
             self.streak[r] = np.where(ok, 0, self.streak[r] + 1)

@@ -24,6 +24,7 @@ NS = "off"
 SAMPLE_DIR = Path(__file__).resolve().parents[2] / "sample_data"
 MAX_ROWS = 100_000
 """Largest trace the page replays (the command line has no limit)."""
+DEFAULT_SAMPLE = "trace-seed-demo.csv"
 SAMPLE, UPLOAD = "Sample trace", "Upload a CSV"
 
 
@@ -73,7 +74,9 @@ def _choose_file() -> tuple[str, bytes, str] | None:
         if not samples:
             st.warning(f"No sample traces in {SAMPLE_DIR}: run `python sample_data/make_samples.py`.")
             return None
+        names = [p.name for p in samples]
         path = st.selectbox("Sample trace (made with the project's simulator, see README)", samples,
+                            index=names.index(DEFAULT_SAMPLE) if DEFAULT_SAMPLE in names else 0,
                             format_func=lambda p: p.name, key=ui.key(NS, "sample"))
         return f"sample:{path.name}", path.read_bytes(), path.name
     uploaded = st.file_uploader(

@@ -369,11 +369,11 @@ def read_trace(
     leading_blank = text.index(line)
     first_line_number = text[:leading_blank].count("\n") + 1
 
-    if max_rows is not None:
-        newlines = text.count("\n")
-        if newlines > max_rows + 1 and sum(1 for ln in text.splitlines() if ln.strip()) > max_rows + 1:
+    if max_rows is not None and text.count("\n") > max_rows:  # refuse before parsing
+        rows = sum(1 for ln in text.splitlines() if ln.strip()) - (1 if header else 0)
+        if rows > max_rows:
             raise TraceError(
-                f"{source}: about {newlines:,} data rows, more than the {max_rows:,} this view replays; "
+                f"{source}: {rows:,} data rows, more than the {max_rows:,} this view replays; "
                 "split the file or replay it with `python -m tuner replay`"
             )
     frame, bad_messages = _read_frame(text[leading_blank:], source, header, list(FIELDS) if not header else None)
@@ -471,7 +471,7 @@ def read_trace(
                 lines=tuple(bad_lines[:SHOWN_LINES]),
             )
         )
-    skipped = [s for s in skipped if s.count]
+    skipped = sorted((s for s in skipped if s.count), key=lambda s: s.lines[0] if s.lines else 0)
     if not usable.any() or not len(frame):
         why = "; ".join(s.describe() for s in skipped)
         raise TraceError(f"{source}: no usable rows: {why}")
