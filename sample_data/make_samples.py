@@ -16,8 +16,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tuner.observers.simulated import SimulatedWindow, simulate  # noqa: E402
-from tuner.scenario import parse_scenario, seed_scenario  # noqa: E402
+from tuner.observers.simulated import SimulatedWindow, simulate
+from tuner.scenario import parse_scenario, seed_scenario
 
 HERE = Path(__file__).resolve().parent
 

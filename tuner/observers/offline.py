@@ -325,7 +325,7 @@ def read_trace(
     mapping: ColumnMapping | None = None,
     max_rows: int | None = None,
 ) -> Trace:
-    """Parse a CSV trace (bytes or text of the file, or a path).
+    """Parse a CSV trace: ``data`` is the file's content (bytes) or its path (str or Path).
 
     ``max_batch``: the server's max batch size, used when the trace has no max batch
     column (and instead of the column with ``override_max_batch``). ``mapping``: columns of a layout the
@@ -333,10 +333,10 @@ def read_trace(
     Raises :class:`TraceError` (or :class:`TraceLayoutError`) with a message naming the
     file, lines and columns at fault.
     """
-    if isinstance(data, Path):
+    if isinstance(data, (str, Path)):
         source = source or str(data)
         try:
-            data = data.read_bytes()
+            data = Path(data).read_bytes()
         except OSError as exc:
             raise TraceError(f"{source}: cannot read: {exc.strerror or exc}") from None
     source = source or "trace"
