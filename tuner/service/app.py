@@ -14,7 +14,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
@@ -93,8 +95,10 @@ class TunerService:
         started = time.perf_counter()
         outcome: StepOutcome | None = None
         error: str | None = None
+        fetch_s = math.nan
         try:
             readings = await asyncio.to_thread(self.source.fetch)
+            fetch_s = time.perf_counter() - started
             outcome = await self.step(readings)
         except SourceError as exc:
             error = str(exc)
@@ -111,6 +115,9 @@ class TunerService:
             number=number,
             finished_s=time.time(),
             duration_s=duration,
+            fetch_s=fetch_s,
+            step_s=outcome.step_s if outcome else 0.0,
+            save_s=outcome.save_s if outcome else 0.0,
             ok=outcome is not None,
             stepped=outcome.stepped if outcome else 0,
             accepted=outcome.accepted if outcome else 0,
@@ -156,6 +163,10 @@ class TunerService:
         if self.source is not None:
             self.source.close()
         self.fleet.close()
+
+
+def _json_safe(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: (None if isinstance(v, float) and not math.isfinite(v) else v) for k, v in d.items()}
 
 
 def _error(status: int, message: str) -> JSONResponse:
@@ -267,7 +278,7 @@ def create_app(settings: Settings, service: TunerService | None = None) -> FastA
                 "source": svc.source.description if svc.source else None,
                 "period_s": settings.period_s,
                 "cycles": svc.metrics.cycles,
-                "last_cycle": None if last is None else last.__dict__,
+                "last_cycle": None if last is None else _json_safe(dataclasses.asdict(last)),
                 "errors": svc.metrics.errors(),
                 "state": settings.state_path,
             }

@@ -77,10 +77,56 @@ def parse_environments(payload: Any) -> Readings:
 
 
 def decode(body: bytes) -> Any:
+    """JSON of a reply. A top-level object is decoded entry by entry: one ``json.loads`` of a
+    10,000-server reply would hold the GIL for tens of ms in one piece, stalling the readers."""
     try:
-        return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SourceError("garbage", f"not UTF-8 text: {exc}") from None
+    start = _skip_ws(text, 0)
+    try:
+        if text.startswith("{", start):
+            return _decode_object(text, start)
+        return json.loads(text)
+    except (json.JSONDecodeError, RecursionError) as exc:
         raise SourceError("garbage", f"not JSON: {exc}") from None
+
+
+def _skip_ws(text: str, i: int) -> int:
+    n = len(text)
+    while i < n and text[i] in " \t\n\r":
+        i += 1
+    return i
+
+
+def _decode_object(text: str, i: int) -> dict[str, Any]:
+    """``text[i:]`` is ``{...}`` and nothing else: decode it one member at a time."""
+    scan = json.JSONDecoder().raw_decode
+    out: dict[str, Any] = {}
+    i = _skip_ws(text, i + 1)
+    if text.startswith("}", i):
+        i += 1
+    else:
+        while True:
+            if not text.startswith('"', i):
+                raise json.JSONDecodeError("Expecting property name enclosed in double quotes", text, i)
+            key, i = scan(text, i)
+            i = _skip_ws(text, i)
+            if not text.startswith(":", i):
+                raise json.JSONDecodeError("Expecting ':' delimiter", text, i)
+            value, i = scan(text, _skip_ws(text, i + 1))
+            out[key] = value
+            i = _skip_ws(text, i)
+            if text.startswith(",", i):
+                i = _skip_ws(text, i + 1)
+            elif text.startswith("}", i):
+                i += 1
+                break
+            else:
+                raise json.JSONDecodeError("Expecting ',' delimiter", text, i)
+    if _skip_ws(text, i) != len(text):
+        raise json.JSONDecodeError("Extra data", text, i)
+    return out
 
 
 class CollectorSource:

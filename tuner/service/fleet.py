@@ -115,6 +115,10 @@ class StepOutcome:
     """Per stepped server: accepted, reason, nis (filled for pushes)."""
     persisted: bool = True
     persist_error: str | None = None
+    step_s: float = 0.0
+    """Wall time of the FilterBank step."""
+    save_s: float = 0.0
+    """Wall time of the SQLite save."""
 
 
 def _take(env: Environment, idx: NDArray[np.int64]) -> Environment:
@@ -218,11 +222,14 @@ class Fleet:
             self._reasons.extend([None] * len(added))
         results: dict[str, dict[str, Any]] = {}
         n_acc = n_rej = n_skip = 0
+        step_s = save_s = 0.0
         if rows:
             r = np.asarray(rows, dtype=np.int64)
             p = np.asarray(picks, dtype=np.int64)
             env = readings.env if p.size == len(readings) else _take(readings.env, p)
+            started = time.perf_counter()
             res = self._bank.step(env, r)
+            step_s = time.perf_counter() - started
             self._meta["seen_s"][r] = now
             self._meta["updated_s"][r[res.accepted]] = now
             has_nis = np.isfinite(res.nis)
@@ -242,17 +249,21 @@ class Fleet:
         self._version += 1
         persisted, error = True, None
         if self._store is not None:
+            started = time.perf_counter()
             try:
                 self._save()
             except Exception as exc:  # the state stays in memory; the next save writes it all
                 persisted, error = False, f"{type(exc).__name__}: {exc}"
                 log.error("saving the state failed: %s", error)
+            save_s = time.perf_counter() - started
         snapshot = self._build_snapshot()
         self.current = snapshot
         if detail:
             for name, out in results.items():
                 out.update(snapshot.server(snapshot.index[name]))
-        return StepOutcome(len(rows), n_acc, n_rej, n_skip, tuple(added), problems, results, persisted, error)
+        return StepOutcome(
+            len(rows), n_acc, n_rej, n_skip, tuple(added), problems, results, persisted, error, step_s, save_s
+        )
 
     def _build_snapshot(self) -> FleetSnapshot:
         state = self._bank.state

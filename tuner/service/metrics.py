@@ -20,6 +20,13 @@ class CycleReport:
     number: int
     finished_s: float
     duration_s: float
+    """Fetch, decode, step, save and publish."""
+    fetch_s: float
+    """Fetch and decode (the source's part)."""
+    step_s: float
+    """The FilterBank step."""
+    save_s: float
+    """The SQLite transaction."""
     ok: bool
     stepped: int
     accepted: int
