@@ -33,6 +33,8 @@ Variance = Callable[[Array, Array], Array]
 
 JACOBIAN_STEP = 1e-6
 MAX_INFLATION = 1e6
+GRID_CHUNK_ROWS = 32
+"""Rows searched together by :func:`grid_start` (bounds its memory: G·rows·B floats)."""
 
 
 @dataclass(frozen=True)
@@ -208,9 +210,16 @@ def update(
         if far.any():
             # Multi-start: Gauss-Newton from the prior and the best grid points, keep the best.
             idx = np.flatnonzero(far)
-            starts = grid_start(
-                predict_rows(idx), u_prior[idx], P_prior[idx], z[idx], variance, factor[idx],
-                lower[idx], upper[idx], grid_points,
+            # The grid costs G evaluations of h per row: search it in chunks of rows.
+            starts = np.concatenate(
+                [
+                    grid_start(
+                        predict_rows(chunk), u_prior[chunk], P_prior[chunk], z[chunk], variance, factor[chunk],
+                        lower[chunk], upper[chunk], grid_points,
+                    )
+                    for chunk in np.array_split(idx, max(1, idx.size // GRID_CHUNK_ROWS))
+                ],
+                axis=1,
             )
             C = starts.shape[0]
             rep = np.tile(idx, C)  # candidate c of far row j sits at c·len(idx) + j
