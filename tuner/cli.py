@@ -131,6 +131,50 @@ def cmd_replay(args: argparse.Namespace) -> None:
     write_rows(step_rows(tuner, windows, lambda line: {"line": line}), args.format, sys.stdout)
 
 
+def cmd_online(args: argparse.Namespace) -> None:
+    import time
+
+    from tuner.observers.prometheus import PrometheusObserver, PrometheusSettings, load_query_templates
+    from tuner.online import OnlineTuner
+
+    if args.steps is not None and args.steps < 1:
+        raise TunerError(f"--steps must be at least 1, got {args.steps}")
+    if not args.interval > 0:
+        raise TunerError(f"--interval must be positive, got {args.interval}")
+    settings = PrometheusSettings.from_env(
+        address=args.prometheus,
+        token=args.token,
+        namespace=args.namespace,
+        model=args.model,
+        window=args.window,
+        max_batch=args.max_batch,
+        server_label=args.server_label,
+        time_scale=args.time_scale,
+        queries=load_query_templates(args.queries) if args.queries else None,
+    )
+    online = OnlineTuner(PrometheusObserver(settings), _config(args.config))
+
+    def rows() -> Iterator[dict[str, Any]]:
+        count = 0
+        next_at = time.monotonic()
+        while args.steps is None or count < args.steps:
+            cycle = online.cycle()
+            count += 1
+            if not cycle.ok:
+                print(f"step {count}: {cycle.status}", file=sys.stderr, flush=True)
+            for row in cycle.rows():
+                if args.server is None or row["server"] == args.server:
+                    yield row
+            if args.steps is not None and count >= args.steps:
+                break
+            next_at += args.interval
+            time.sleep(max(0.0, next_at - time.monotonic()))
+
+    write_rows(rows(), args.format, sys.stdout)
+    if online.failures == online.cycles:
+        raise TunerError(f"no cycle succeeded; the last one: {online.last.status if online.last else 'none ran'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m tuner", description="Tune alpha/beta of an LLM server's queueing model.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -151,6 +195,24 @@ def build_parser() -> argparse.ArgumentParser:
                      "rpm=rate,avg_tokens=tokens,wait=queue_s,wait_unit=s,itl=itl_ms,max_batch=max_seqs")
     rep.add_argument("--format", choices=FORMATS, default="table")
     rep.set_defaults(func=cmd_replay)
+
+    onl = sub.add_parser("online", help="tune every server from a Prometheus that scrapes vLLM")
+    onl.add_argument("--prometheus", help="Prometheus URL (default: $PROMETHEUS_ADDRESS, else http://localhost:9090)")
+    onl.add_argument("--token", help="bearer token (default: $TOKEN; prefer the variable, arguments show in ps)")
+    onl.add_argument("--namespace", default="platform-opt", help="namespace label (default platform-opt; '' for any)")
+    onl.add_argument("--model", default="opt-125", help="regex searched in model_name (default opt-125)")
+    onl.add_argument("--window", default="1m", help="query window, a Prometheus duration (default 1m)")
+    onl.add_argument("--max-batch", type=int, default=256, help="max batch size of the servers (default 256)")
+    onl.add_argument("--server-label", default="pod", help="label that names a server (default pod)")
+    onl.add_argument("--server", help="print only this server's rows (default: every server)")
+    onl.add_argument("--steps", type=int, help="stop after N cycles (default: run until interrupted)")
+    onl.add_argument("--interval", type=float, default=60.0, help="seconds between cycles (default 60)")
+    onl.add_argument("--queries", help="YAML file of PromQL templates overriding the defaults")
+    onl.add_argument("--time-scale", type=float, default=1.0,
+                     help="emulated seconds per real second (the emulator's --speedup; default 1)")
+    onl.add_argument("--config", help="tuner configuration, JSON or YAML (default: the seed's)")
+    onl.add_argument("--format", choices=FORMATS, default="table")
+    onl.set_defaults(func=cmd_online)
     return parser
 
 
