@@ -114,35 +114,64 @@ def config_sidebar(ns: str) -> FilterConfig | None:
 # --- controls ------------------------------------------------------------------------------
 
 
-def run_controls(ns: str, run: Run) -> None:
-    """Step, Run N, Run to end, Pause and Reset; then step toward the pending target for at most
-    CHUNK_SECONDS. Call :func:`continue_if_running` at the end of the page."""
+def _on_step(ns: str) -> None:
+    st.session_state[key(ns, "target")] = None
+    run = get_run(ns)
+    if run is not None:
+        run.step(1)
+
+
+def _on_run_n(ns: str) -> None:
+    run = get_run(ns)
+    if run is not None:
+        count = int(st.session_state.get(key(ns, "n"), 1))
+        st.session_state[key(ns, "target")] = min(run.total, run.cursor + count)
+
+
+def _on_run_to_end(ns: str) -> None:
+    run = get_run(ns)
+    if run is not None:
+        st.session_state[key(ns, "target")] = run.total
+
+
+def _on_pause(ns: str) -> None:
+    st.session_state[key(ns, "target")] = None
+
+
+def _on_reset(ns: str) -> None:
+    st.session_state[key(ns, "target")] = None
+    run = get_run(ns)
+    if run is not None:
+        run.reset()
+
+
+def advance(ns: str, run: Run) -> None:
+    """Step toward the pending Run N / Run to end target for at most CHUNK_SECONDS."""
     target_key = key(ns, "target")
     target: int | None = st.session_state.get(target_key)
-    cols = st.columns([1, 1.3, 1, 1, 1, 1], vertical_alignment="bottom")
-    step = cols[0].button("Step", key=key(ns, "step"), type="primary", width="stretch", disabled=run.done)
-    count = cols[1].number_input("N steps", min_value=1, max_value=1_000_000, value=10, step=1, key=key(ns, "n"))
-    run_n = cols[2].button("Run N", key=key(ns, "run_n"), width="stretch", disabled=run.done)
-    to_end = cols[3].button("Run to end", key=key(ns, "run_end"), width="stretch", disabled=run.done)
-    pause = cols[4].button("Pause", key=key(ns, "pause"), width="stretch", disabled=target is None)
-    reset = cols[5].button("Reset", key=key(ns, "reset"), width="stretch")
-    if reset:
-        run.reset()
-        target = None
-    elif pause:
-        target = None
-    elif step:
-        target = None
-        run.step(1)
-    elif run_n:
-        target = min(run.total, run.cursor + int(count))
-    elif to_end:
-        target = run.total
     if target is not None:
         run.step(target - run.cursor, budget_s=CHUNK_SECONDS)
         if run.cursor >= target:
             target = None
     st.session_state[target_key] = target
+
+
+def run_controls(ns: str, run: Run) -> None:
+    """Step, Run N, Run to end, Pause and Reset. The clicks act in callbacks (before the page
+    draws); a pending Run N / Run to end advances by one chunk here, then the buttons are drawn
+    with the state that results. Call :func:`continue_if_running` at the end of the page."""
+    advance(ns, run)
+    running = st.session_state.get(key(ns, "target")) is not None
+    cols = st.columns([1, 1.3, 1, 1, 1, 1], vertical_alignment="bottom")
+    cols[0].button("Step", key=key(ns, "step"), type="primary", width="stretch", disabled=run.done,
+                   on_click=_on_step, args=(ns,))
+    cols[1].number_input("N steps", min_value=1, max_value=1_000_000, value=10, step=1, key=key(ns, "n"))
+    cols[2].button("Run N", key=key(ns, "run_n"), width="stretch", disabled=run.done, on_click=_on_run_n, args=(ns,))
+    cols[3].button("Run to end", key=key(ns, "run_end"), width="stretch", disabled=run.done,
+                   on_click=_on_run_to_end, args=(ns,))
+    cols[4].button("Pause", key=key(ns, "pause"), width="stretch", disabled=not running, on_click=_on_pause,
+                   args=(ns,))
+    cols[5].button("Reset", key=key(ns, "reset"), width="stretch", on_click=_on_reset, args=(ns,))
 
 
 def continue_if_running(ns: str) -> None:

@@ -103,6 +103,9 @@ def _source_panel() -> Trace | None:
         return None
     identity, data, name = chosen
     choice = (identity, int(max_batch), override)
+    pending = st.session_state.pop(ui.key(NS, "pending"), None)
+    if pending is not None:  # a column mapping was applied on the previous pass
+        return pending
     seen_key, error_key, layout_key = ui.key(NS, "seen"), ui.key(NS, "error"), ui.key(NS, "layout_columns")
     trace: Trace | None = None
     if st.session_state.get(seen_key) != choice:
@@ -131,7 +134,8 @@ def _source_panel() -> Trace | None:
         if mapped is not None:
             st.session_state[layout_key] = None
             st.session_state[error_key] = None
-            trace = mapped
+            st.session_state[ui.key(NS, "pending")] = mapped
+            st.rerun()
     return trace
 
 
