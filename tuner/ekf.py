@@ -33,6 +33,8 @@ Variance = Callable[[Array, Array], Array]
 
 JACOBIAN_STEP = 1e-6
 MAX_INFLATION = 1e6
+GN_TOLERANCE = 0.05
+"""Gauss-Newton stops once no step exceeds this fraction of the prior σ (the linearization is then exact enough)."""
 GRID_CHUNK_ROWS = 32
 """Rows searched together by :func:`grid_start` (bounds its memory: G·rows·B floats)."""
 
@@ -279,7 +281,7 @@ def gauss_newton(
 
     Each Gauss-Newton step is backtracked (halved) until the MAP cost does not
     increase, and clipped to the bounds; iterations stop early once every filter's
-    step is below a thousandth of its prior σ.
+    step is below GN_TOLERANCE of its prior σ.
     """
     N = u.shape[0]
     sd = np.sqrt(np.diagonal(P_prior, axis1=-2, axis2=-1))
@@ -291,7 +293,7 @@ def gauss_newton(
         if lower is not None and upper is not None:
             target = np.clip(target, lower, upper)
         step = target - u
-        if not (np.abs(step) > 1e-3 * sd).any():
+        if not (np.abs(step) > GN_TOLERANCE * sd).any():
             break
         t = np.ones(N)
         for _ in range(8):
