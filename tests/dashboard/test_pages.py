@@ -148,8 +148,8 @@ def test_simulated_seed_change_applies_a_new_noise_draw() -> None:
 
 def test_simulated_bad_scenario_upload_is_reported() -> None:
     at = _open(SIMULATED)
-    uploader = [u for u in at.get("file_uploader") if u.proto.id.endswith("sim.scenario_upload")
-                or "scenario" in u.label.lower()][0]
+    uploader = next(u for u in at.get("file_uploader") if u.proto.id.endswith("sim.scenario_upload")
+                or "scenario" in u.label.lower())
     uploader.upload("s.yaml", b"phases:\n  - {steps: 5, rpm: -3}\n", "application/x-yaml")
     at.run()
     assert any("Scenario not loaded" in e.value and "missing" in e.value for e in at.error)
@@ -161,7 +161,7 @@ def test_simulated_bad_scenario_upload_is_reported() -> None:
 
 def _upload(at: AppTest, name: str, data: bytes) -> AppTest:
     at.radio(key="off.kind").set_value("Upload a CSV").run()
-    uploader = [u for u in at.get("file_uploader") if "CSV trace" in u.label][0]
+    uploader = next(u for u in at.get("file_uploader") if "CSV trace" in u.label)
     uploader.upload(name, data, "text/csv")
     at.run()
     assert not at.exception, [e.value for e in at.exception]
