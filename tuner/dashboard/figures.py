@@ -52,7 +52,6 @@ def _layout(fig: go.Figure, title: str, y_title: str, *, height: int = 320) -> g
         yaxis_title=y_title,
         legend={"orientation": "h", "yanchor": "bottom", "y": 1.0, "xanchor": "right", "x": 1.0},
         hovermode="x unified",
-        template="plotly_white",
     )
     return fig
 
