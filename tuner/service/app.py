@@ -51,6 +51,7 @@ def make_source(settings: Settings) -> Source | None:
             "window": settings.prometheus_window,
             "max_batch": settings.prometheus_max_batch,
             "server_label": settings.prometheus_server_label,
+            "time_scale": settings.prometheus_time_scale,
         }
         return PrometheusSource(**{k: v for k, v in overrides.items() if v is not None})
     return CollectorSource(settings.collector_url, settings.collector_timeout_s)

@@ -48,6 +48,8 @@ class Settings:
     prometheus_window: str | None = None
     prometheus_max_batch: int | None = None
     prometheus_server_label: str | None = None
+    prometheus_time_scale: float | None = None
+    """Emulated seconds per real second (the emulator's --speedup); 1 for real servers."""
     log_level: str = "info"
 
     @property
@@ -113,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--window", help="query window, e.g. 1m (TUNER_PROM_WINDOW)")
     p.add_argument("--max-batch", type=int, help="max batch size of the servers (TUNER_PROM_MAX_BATCH)")
     p.add_argument("--server-label", help="label that identifies a server, e.g. pod (TUNER_PROM_SERVER_LABEL)")
+    p.add_argument("--time-scale", type=float, help="emulator speed-up, 1 for real servers (TUNER_PROM_TIME_SCALE)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="(TUNER_LOG_LEVEL, default info)")
     return p
 
@@ -150,6 +153,7 @@ def settings_from(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         prometheus_window=pick(args.window, "TUNER_PROM_WINDOW", str, None),  # type: ignore[arg-type]
         prometheus_max_batch=pick(args.max_batch, "TUNER_PROM_MAX_BATCH", int, None),  # type: ignore[arg-type]
         prometheus_server_label=pick(args.server_label, "TUNER_PROM_SERVER_LABEL", str, None),  # type: ignore[arg-type]
+        prometheus_time_scale=pick(args.time_scale, "TUNER_PROM_TIME_SCALE", float, None),  # type: ignore[arg-type]
         log_level=pick(args.log_level, "TUNER_LOG_LEVEL", str, "info"),  # type: ignore[arg-type]
     )
     check(settings)
