@@ -48,6 +48,8 @@ class ServiceMetrics:
         self._duration_sum_s = 0.0
         self._buckets = [0] * len(DURATION_BUCKETS_S)
         self.last_cycle: CycleReport | None = None
+        self._fleet_text: tuple[FleetSnapshot, str] | None = None
+        """(a snapshot, its per-server text): rendered once per snapshot."""
 
     def error(self, kind: str, count: int = 1) -> None:
         with self._lock:
@@ -109,6 +111,16 @@ class ServiceMetrics:
         add("# HELP tuner_servers Servers with a filter.")
         add("# TYPE tuner_servers gauge")
         add(f"tuner_servers {len(snap)}")
+        out.append(self._per_server(snap))
+        return "\n".join(out)
+
+    def _per_server(self, snap: FleetSnapshot) -> str:
+        with self._lock:
+            cached = self._fleet_text
+        if cached is not None and cached[0] is snap:
+            return cached[1]
+        out: list[str] = []
+        add = out.append
         labels = [f'{{server="{_label(n)}"}}' for n in snap.names]
         per_server = (
             ("tuner_alpha_ms", "gauge", "Estimated alpha (ms per decode iteration).", snap.alpha_ms),
@@ -127,7 +139,10 @@ class ServiceMetrics:
             text = values.astype(str) if values.dtype.kind == "i" else [_num(v) for v in values.tolist()]
             out.extend(f"{name}{lab} {v}" for lab, v in zip(labels, text, strict=True))
         out.append("")
-        return "\n".join(out)
+        text = "\n".join(out)
+        with self._lock:
+            self._fleet_text = (snap, text)
+        return text
 
 
 def _num(v: float) -> str:
