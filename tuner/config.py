@@ -37,7 +37,7 @@ class FilterConfig:
       seed's demo noise, and 1 % of expectedObservations is the floor below which a value
       counts as zero. Without it R = f·expected² exactly as in the seed.
     - P0: the seed's (percentChange·initState)²; in log space percentChange² (a percentage).
-    - Q: the seed's (percentChange·x)² times driftFraction² (default 0.05: 0.5 % a step for
+    - Q: the seed's (percentChange·x)² times driftFraction² (default 0.02: 0.2 % a step for
       percentChange 0.1); covariance inflation takes over when the state really moves.
     - Bounds: minState/maxState when boundedState.
     """
@@ -64,7 +64,7 @@ class FilterConfig:
     """Accepted steps before the gate starts rejecting."""
     relative_noise: bool = True
     """R relative to the observations above the floor (True) or the seed's fixed R = f·expected² (False)."""
-    drift_fraction: float = 0.05
+    drift_fraction: float = 0.02
     """Steady-state process noise Q as a fraction of percentChange (1.0 = the seed's Q)."""
 
     @property
@@ -175,7 +175,7 @@ def parse_config(data: Any, n_observations: int = 2) -> FilterConfig:
     relative_noise = fd.get("relativeNoise", True)
     if not isinstance(relative_noise, bool):
         raise ConfigError(f"filterData.relativeNoise must be true or false, got {relative_noise!r}")
-    drift_fraction = _number(fd, "filterData", "driftFraction", default=0.05)
+    drift_fraction = _number(fd, "filterData", "driftFraction", default=0.02)
 
     positive_state = state_space == "log"
     init_state = _vector(md, "modelData", "initState", positive=positive_state)

@@ -168,6 +168,7 @@ def update(
     noise_factor: Array | None = None,
     iterations: int = 1,
     inflate_above: float | None = None,
+    inflate_target: float | None = None,
     max_variance: Array | None = None,
     lower: Array | None = None,
     upper: Array | None = None,
@@ -179,17 +180,20 @@ def update(
 
     ``variance(ẑ, z)`` gives the observation variances (…, m), R = diag of it times
     ``noise_factor`` (N, m; default 1);
-    ``iterations``: Gauss-Newton iterations (1 = plain EKF), each with a backtracking
-    line search on the MAP cost, stopping early once every step is small;
-    ``inflate_above``: NIS level above which P⁻ is inflated (None: never), keeping each
-    variance below ``max_variance`` (n,) when given;
+    ``iterations``: Gauss-Newton iterations (1 = plain EKF), see :func:`gauss_newton`;
+    ``inflate_above``: NIS level above which P⁻ is inflated (None: never), by the least
+    factor that brings the NIS down to ``inflate_target`` (default: ``inflate_above``),
+    keeping each variance below ``max_variance`` (n,) when given;
     ``lower``/``upper``: bounds on u (N, n) or None;
     ``grid_above``: NIS level above which the iterations start from :func:`grid_start`
-    (needs bounds and ``predict_rows(idx)``, h for those rows only).
+    (needs bounds); ``predict_rows(idx)``: h for the rows idx only (default: evaluate
+    all rows and keep those).
     """
     N, n = u_prior.shape
     eye = np.eye(n)
     factor = np.ones_like(z) if noise_factor is None else noise_factor
+    if predict_rows is None:
+        predict_rows = _all_rows(predict_u, u_prior)
     z_pred, H = jacobian(predict_u, u_prior)
     R = _diag(variance(z_pred, z) * factor)
     y0 = z - z_pred
@@ -200,14 +204,14 @@ def update(
     if inflate_above is not None:
         trigger = nis > inflate_above
         if trigger.any():
-            phi = np.where(trigger, inflation_factor(y0, HPH, R, float(z.shape[-1])), 1.0)
+            phi = np.where(trigger, inflation_factor(y0, HPH, R, inflate_target or inflate_above), 1.0)
             if max_variance is not None:
                 room = np.min(max_variance / np.diagonal(P_prior, axis1=-2, axis2=-1), axis=-1)
                 phi = np.clip(phi, 1.0, np.maximum(room, 1.0))
             P_prior = P_prior * phi[:, None, None]
 
     u_i, z_i, H_i = u_prior, z_pred, H
-    if grid_above is not None and lower is not None and upper is not None and predict_rows is not None:
+    if grid_above is not None and lower is not None and upper is not None:
         far = nis > grid_above
         if far.any():
             # Multi-start: Gauss-Newton from the prior and the best grid points, keep the best.
@@ -225,13 +229,13 @@ def update(
             )
             C = starts.shape[0]
             rep = np.tile(idx, C)  # candidate c of far row j sits at c·len(idx) + j
-            predict_rep = predict_rows(rep)
             u0 = starts.reshape(-1, n)
-            z0, H0 = jacobian(predict_rep, u0)
-            uc, zc, _ = gauss_newton(
-                predict_rep, u0, z0, H0, u_prior[rep], P_prior[rep], z[rep], variance, factor[rep],
-                lower[rep], upper[rep], max(iterations, 4),
+            z0, H0 = jacobian(predict_rows(rep), u0)
+            uc, _, _ = gauss_newton(
+                lambda sub: predict_rows(rep[sub]), u0, z0, H0, u_prior[rep], P_prior[rep], z[rep], variance,
+                factor[rep], lower[rep], upper[rep], max(iterations, 4),
             )
+            zc = predict_rows(rep)(uc)
             cost = map_cost(zc, uc, z[rep], u_prior[rep], P_prior[rep], variance, factor[rep]).reshape(C, -1)
             best = np.argmin(np.where(np.isfinite(cost), cost, np.inf), axis=0)
             u_i = u_prior.copy()
@@ -244,11 +248,10 @@ def update(
         if lower is not None and upper is not None:
             u_post = np.clip(u_post, lower, upper)
     else:
-        u_i, z_i, H_i = gauss_newton(
-            predict_u, u_i, z_i, H_i, u_prior, P_prior, z, variance, factor, lower, upper, iterations
+        u_post, z_i, H_i = gauss_newton(
+            predict_rows, u_i, z_i, H_i, u_prior, P_prior, z, variance, factor, lower, upper, iterations
         )
         K, R_i = _gain(H_i, P_prior, _diag(variance(z_i, z) * factor))
-        u_post = u_i
     A = eye - K @ H_i
     P_post = _symmetric(A @ P_prior @ np.swapaxes(A, -1, -2) + K @ R_i @ np.swapaxes(K, -1, -2))
 
@@ -264,7 +267,7 @@ def update(
 
 
 def gauss_newton(
-    predict_u: PredictU,
+    predict_rows: Callable[[NDArray[np.int64]], PredictU],
     u: Array,
     z_u: Array,
     H: Array,
@@ -277,38 +280,66 @@ def gauss_newton(
     upper: Array | None,
     iterations: int,
 ) -> tuple[Array, Array, Array]:
-    """Iterated-EKF steps from ``u`` towards the MAP estimate; returns (u, h(u), H(u)).
+    """Iterated-EKF steps from ``u`` (linearized as z_u, H) towards the MAP estimate.
 
-    Each Gauss-Newton step is backtracked (halved) until the MAP cost does not
-    increase, and clipped to the bounds; iterations stop early once every filter's
-    step is below GN_TOLERANCE of its prior σ.
+    Returns (u_post, z_lin, H_lin): the estimate and the last linearization, h and its
+    Jacobian, from which the gain and covariance follow. Each filter runs on its own:
+    once its Gauss-Newton step is below GN_TOLERANCE of its prior σ the linearization
+    is good enough, it takes that step and stops; otherwise the step is backtracked
+    (halved) until the MAP cost does not increase, h is linearized again at the new
+    point, and so on, ``iterations`` times at most. Only running filters evaluate h
+    (``predict_rows(idx)`` is h for the rows idx).
     """
-    N = u.shape[0]
+    u, z_u, H = u.copy(), z_u.copy(), H.copy()
+    u_post = u.copy()
     sd = np.sqrt(np.diagonal(P_prior, axis1=-2, axis2=-1))
+    active = np.arange(u.shape[0])
     cost = map_cost(z_u, u, z, u_prior, P_prior, variance, factor)
-    for _ in range(iterations):
-        K, _ = _gain(H, P_prior, _diag(variance(z_u, z) * factor))
-        y = z - z_u - np.einsum("...ij,...j->...i", H, u_prior - u)
-        target = u_prior + np.einsum("...ij,...j->...i", K, y)
+    for i in range(iterations):
+        a = active
+        K, _ = _gain(H[a], P_prior[a], _diag(variance(z_u[a], z[a]) * factor[a]))
+        y = z[a] - z_u[a] - np.einsum("...ij,...j->...i", H[a], u_prior[a] - u[a])
+        target = u_prior[a] + np.einsum("...ij,...j->...i", K, y)
         if lower is not None and upper is not None:
-            target = np.clip(target, lower, upper)
-        step = target - u
-        if not (np.abs(step) > GN_TOLERANCE * sd).any():
+            target = np.clip(target, lower[a], upper[a])
+        step = target - u[a]
+        done = ~(np.abs(step) > GN_TOLERANCE * sd[a]).any(axis=-1)
+        if i == iterations - 1:
+            done[:] = True
+        u_post[a[done]] = target[done]
+        active, step = a[~done], step[~done]
+        if active.size == 0:
             break
-        t = np.ones(N)
+        a = active
+        predict = predict_rows(a)
+        t = np.ones(a.size)
         for _ in range(8):
-            u_try = u + t[:, None] * step
-            z_try = predict_u(u_try)
-            cost_try = map_cost(z_try, u_try, z, u_prior, P_prior, variance, factor)
-            worse = ~(cost_try <= cost)
+            u_try = u[a] + t[:, None] * step
+            z_try = predict(u_try)
+            cost_try = map_cost(z_try, u_try, z[a], u_prior[a], P_prior[a], variance, factor[a])
+            worse = ~(cost_try <= cost[a])
             if not worse.any():
                 break
             t = np.where(worse, t / 2, t)
         moved = ~worse
-        u = np.where(moved[:, None], u_try, u)
-        cost = np.where(moved, cost_try, cost)
-        z_u, H = jacobian(predict_u, u)
-    return u, z_u, H
+        u[a] = np.where(moved[:, None], u_try, u[a])
+        cost[a] = np.where(moved, cost_try, cost[a])
+        z_u[a], H[a] = jacobian(predict, u[a])
+    return u_post, z_u, H
+
+
+def _all_rows(predict_u: PredictU, u: Array) -> Callable[[NDArray[np.int64]], PredictU]:
+    """``predict_rows`` for an h that only takes every row: evaluate all, keep some."""
+
+    def rows(idx: NDArray[np.int64]) -> PredictU:
+        def predict(v: Array) -> Array:
+            full = np.broadcast_to(u, v.shape[:-2] + u.shape).copy()
+            full[..., idx, :] = v
+            return predict_u(full)[..., idx, :]
+
+        return predict
+
+    return rows
 
 
 def _gain(H: Array, P: Array, R: Array) -> tuple[Array, Array]:

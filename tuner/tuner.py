@@ -25,6 +25,8 @@ INFLATE_PROBABILITY = 0.99
 """NIS quantile above which the adaptive filter inflates its covariance."""
 GATE_PATIENCE = 3
 """Consecutive gated steps after which the filter accepts the data as a regime change."""
+INFLATE_TARGET = 0.9
+"""NIS quantile the inflation brings the innovation down to (the least inflation that makes it plausible)."""
 GRID_PROBABILITY = 0.9999
 """NIS quantile above which the update first searches a grid over the bounds."""
 FLOOR_FRACTION = 0.01
@@ -108,6 +110,7 @@ class FilterBank:
         m = len(model.observation_names)
         self._gate = float(chi2.ppf(config.nis_gate, m)) if config.nis_gate is not None else None
         self._inflate_above = float(chi2.ppf(INFLATE_PROBABILITY, m)) if config.adaptive else None
+        self._inflate_target = float(chi2.ppf(INFLATE_TARGET, m)) if config.adaptive else None
         self._floor = np.asarray(config.expected_observations)
         self._grid_above = float(chi2.ppf(GRID_PROBABILITY, m)) if config.adaptive else None
         self.u = np.empty((0, n))
@@ -263,6 +266,7 @@ class FilterBank:
                 iterations=self.config.iterations,
                 max_variance=self._max_variance,
                 inflate_above=self._inflate_above,
+                inflate_target=self._inflate_target,
                 lower=lower,
                 upper=upper,
                 grid_above=self._grid_above,

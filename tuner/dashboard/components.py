@@ -212,11 +212,12 @@ def charts(ns: str, run: Run) -> None:
     history = run.history.frame()
     figures = all_figures(history, run.config.nis_gate, run.tuner.model.state_names,
                           run.tuner.model.observation_names)
-    names = list(figures)
+    names = [n for n in figures if n != "nis"]
     for start in range(0, len(names), 2):
         cols = st.columns(2)
         for col, name in zip(cols, names[start:start + 2], strict=False):
             col.plotly_chart(figures[name], key=key(ns, f"chart_{name}"), config=CHART_CONFIG)
+    st.plotly_chart(figures["nis"], key=key(ns, "chart_nis"), config=CHART_CONFIG)
 
 
 def history_download(ns: str, run: Run, file_name: str) -> None:

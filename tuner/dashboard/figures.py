@@ -66,7 +66,7 @@ def observation_figure(history: pd.DataFrame, name: str, *, max_points: int = MA
     """Observed versus predicted ``name`` (e.g. ``wait_ms``) per step; the prediction is the one made
     before the step's update."""
     label = LABELS.get(name, name)
-    title = f"{label}: observed vs predicted before the update"
+    title = f"{label}: observed vs predicted"
     if history.empty:
         return _empty(title, label)
     frame = downsample(history, max_points)
@@ -96,7 +96,8 @@ def state_figure(history: pd.DataFrame, name: str, *, max_points: int = MAX_POIN
     fig = go.Figure()
     fig.add_trace(
         go.Scatter(x=np.concatenate([x, x[::-1]]), y=np.concatenate([upper, lower[::-1]]), fill="toself",
-                   fillcolor="rgba(31,119,180,0.18)", line={"width": 0}, name="±2σ", hoverinfo="skip")
+                   mode="lines", fillcolor="rgba(31,119,180,0.18)", line={"width": 0}, name="±2σ",
+                   hoverinfo="skip")
     )
     fig.add_trace(go.Scatter(x=x, y=value, name="estimate", mode="lines", line={"color": OBSERVED, "width": 2}))
     truth = f"true_{name}"

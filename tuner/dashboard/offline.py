@@ -40,12 +40,14 @@ def _mapping_form(columns: tuple[str, ...], data: bytes, name: str, max_batch: f
     none = "(none)"
     cols = st.columns(3)
 
+    choose = "(choose a column)"
+
     def pick(col: int, label: str, field: str, optional: bool = False) -> str | None:
-        choices = ([none] if optional else []) + options
+        choices = [none if optional else choose, *options]
         default = guess.get(field)
         index = choices.index(default) if default in choices else 0
         value = cols[col].selectbox(label, choices, index=index, key=ui.key(NS, f"map_{field}"))
-        return None if value == none else value
+        return None if value in (none, choose) else value
 
     rpm = pick(0, "Arrival rate column", "rpm")
     rate_unit = cols[0].selectbox("Arrival rate unit", list(RATE_UNITS_PER_MIN), key=ui.key(NS, "map_rate_unit"))
@@ -56,7 +58,11 @@ def _mapping_form(columns: tuple[str, ...], data: bytes, name: str, max_batch: f
     itl_unit = cols[1].selectbox("ITL unit", list(TIME_UNITS_MS), index=1, key=ui.key(NS, "map_itl_unit"))
     max_batch_col = pick(2, "Max batch column", "max_batch", optional=True)
     batch = pick(2, "Batch size column", "batch_size", optional=True)
-    if not st.button("Use this mapping", key=ui.key(NS, "map_apply"), type="primary"):
+    unset = [label for label, value in (("arrival rate", rpm), ("avg output tokens", tokens), ("queue wait", wait),
+                                        ("inter-token latency", itl)) if value is None]
+    if unset:
+        st.caption(f"Choose a column for: {', '.join(unset)}.")
+    if not st.button("Use this mapping", key=ui.key(NS, "map_apply"), type="primary", disabled=bool(unset)):
         return None
     mapping = ColumnMapping(rpm=rpm or "", avg_tokens=tokens or "", wait=wait or "", itl=itl or "",
                             max_batch=max_batch_col, batch_size=batch, wait_unit=wait_unit, itl_unit=itl_unit,
@@ -122,8 +128,11 @@ def _source_panel() -> Trace | None:
             st.session_state[error_key] = str(exc)
     if st.session_state.get(error_key):
         kept = ui.get_run(NS)
-        suffix = f" The current run ({kept.source.label}, {kept.cursor} steps) is kept." if kept else ""
-        st.error(f"{st.session_state[error_key]}{suffix}")
+        message = st.session_state[error_key].rstrip(".") + "."
+        if kept:
+            message += (f" The current run ({kept.source.label}, {kept.cursor} step{'' if kept.cursor == 1 else 's'}) "
+                        "is kept.")
+        st.error(message)
     columns = st.session_state.get(layout_key)
     if columns:
         try:

@@ -270,6 +270,15 @@ def _detect(line: str, source: str) -> tuple[str, dict[str, str] | None, list[st
     if vllm_needed <= set(lowered):
         return "vllm", {c: VLLM_COLUMNS[c.lower()] for c in cells if c.lower() in VLLM_COLUMNS}, cells
     columns = tuple(cells)
+    near_project = [f for f in REQUIRED if f not in lowered]
+    near_vllm = sorted(vllm_needed - set(lowered))
+    if len(near_project) <= 2 or len(near_vllm) <= 2:
+        layout, missing = ("project", near_project) if len(near_project) <= len(near_vllm) else ("vLLM", near_vllm)
+        raise TraceLayoutError(
+            f"{source}: missing column(s) {', '.join(missing)} for the {layout} layout (the header has "
+            f"{', '.join(repr(c) for c in cells)}); add them or map the columns instead",
+            columns,
+        )
     hint = ""
     if len(cells) == 1 and any(sep in line for sep in ("\t", ";")):
         hint = " (the columns seem separated by tabs or semicolons; use commas)"
