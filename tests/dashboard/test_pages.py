@@ -214,7 +214,7 @@ def test_offline_good_vllm_upload_then_run_to_end() -> None:
 BAD_UPLOADS = [
     ("empty.csv", b"", "the file is empty"),
     ("image.png", b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR" + bytes(range(256)), "not a CSV file"),
-    ("missing.csv", b"rpm,avg_tokens,max_batch,wait_ms\n1,2,3,4\n", "missing itl_ms"),
+    ("missing.csv", b"rpm,avg_tokens,max_batch,wait_ms\n1,2,3,4\n", "missing column(s) itl_ms"),
     ("cells.csv", b"rpm,avg_tokens,max_batch,batch_size,wait_ms,itl_ms\nabc,1,2,3,4,5\n1,2,3,4,-5,6\n",
      "no usable rows"),
     ("huge.csv", b"rpm,avg_tokens,max_batch,batch_size,wait_ms,itl_ms\n" + b"600,1000,64,30,3.3,2.7\n" * 1_000_000,

@@ -127,7 +127,7 @@ def test_vllm_column_names_appear_in_messages() -> None:
         (bytes(range(256)) * 4, "not a CSV file"),
         (b"\xff\xfe\x00r\x00p\x00m", "not a CSV file"),
         ("rpm;avg".encode("latin-1") + b"\xe9\n", "not a UTF-8 text file"),
-        (b"rpm,avg_tokens,max_batch,wait_ms\n1,2,3,4\n", "missing itl_ms"),
+        (b"rpm,avg_tokens,max_batch,wait_ms\n1,2,3,4\n", r"missing column\(s\) itl_ms for the project layout"),
         (b"rpm,avg_tokens,max_batch,batch_size,wait_ms,itl_ms\nx,y,z,1,2,3\n-1,2,3,4,5,6\n", "no usable rows"),
         (b"%PDF-1.4 some binary-ish text\n", "unknown CSV layout"),
     ],

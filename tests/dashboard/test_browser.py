@@ -1,0 +1,168 @@
+"""A real browser: `streamlit run app.py` on a free loopback port, driven by headless Chromium.
+
+Each page is loaded, Step is clicked, the charts must have drawn their traces and no error or
+exception element may be shown. Screenshots go to test-artifacts/ (gitignored).
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.browser
+
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts"
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+TIMEOUT_MS = 60_000
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[str]:
+    if not CHROMIUM.exists():
+        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
+    port = _free_port()
+    log = (ARTIFACTS / f"streamlit-{port}.log")
+    ARTIFACTS.mkdir(exist_ok=True)
+    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
+               "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+               "--server.fileWatcherType", "none"]
+    with log.open("w") as out:
+        proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None:
+                pytest.fail(f"streamlit exited with {proc.returncode}: {log.read_text()[-2000:]}")
+            try:
+                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
+                    if response.status == 200:
+                        break
+            except OSError:
+                pass
+            if time.monotonic() > deadline:
+                pytest.fail(f"streamlit did not answer on {url} within 60 s")
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        chromium = p.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            yield chromium
+        finally:
+            chromium.close()
+
+
+def _wait_for_charts(page: object, count: int) -> None:
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "n => document.querySelectorAll('.js-plotly-plot .scatterlayer .trace').length >= n", arg=count,
+        timeout=TIMEOUT_MS)
+
+
+def _assert_clean(page: object) -> None:
+    exceptions = page.locator('[data-testid="stException"]').count()  # type: ignore[attr-defined]
+    errors = page.locator('[data-testid="stAlertContentError"]').all_inner_texts()  # type: ignore[attr-defined]
+    assert exceptions == 0, "an exception is shown"
+    assert errors == [], errors
+
+
+def _progress_text(page: object) -> str:
+    return page.locator('[data-testid="stProgress"]').first.inner_text()  # type: ignore[attr-defined]
+
+
+def _open(browser: object, url: str) -> object:
+    # Tall enough for the whole page: Streamlit scrolls inside its own container, so a
+    # full-page screenshot only holds the viewport.
+    context = browser.new_context(viewport={"width": 1400, "height": 3000})  # type: ignore[attr-defined]
+    page = context.new_page()
+    page.set_default_timeout(TIMEOUT_MS)
+    page.goto(url)
+    page.wait_for_selector('[data-testid="stProgress"]')
+    return page
+
+
+def _step_and_check(page: object, name: str, expected_total: int) -> None:
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "() => document.querySelectorAll('.js-plotly-plot .main-svg').length >= 5", timeout=TIMEOUT_MS)
+    plots = page.locator(".js-plotly-plot")  # type: ignore[attr-defined]
+    assert plots.count() == 5
+    assert "Step 0 of" in _progress_text(page)
+    page.get_by_role("button", name="Step", exact=True).click()  # type: ignore[attr-defined]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "() => [...document.querySelectorAll('[data-testid=\"stProgress\"]')].some(e => "
+        "e.innerText.includes('Step 1 of'))", timeout=TIMEOUT_MS)
+    assert f"Step 1 of {expected_total}" in _progress_text(page)
+    # After a step every figure holds data: observed/predicted lines, band + estimate (+ truth), NIS.
+    _wait_for_charts(page, 2 + 2 + 2 + 2 + 1)
+    page.wait_for_timeout(500)  # let plotly finish drawing before the screenshot
+    _assert_clean(page)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def test_home_opens_on_the_simulated_mode(server: str, browser: object) -> None:
+    page = _open(browser, server)
+    assert page.locator("h1").first.inner_text().strip() == "model-tuner"  # type: ignore[attr-defined]
+    links = page.locator('[data-testid="stPageLink"] a').all_inner_texts()  # type: ignore[attr-defined]
+    assert any("Simulated" in t for t in links) and any("Offline" in t for t in links)
+    _step_and_check(page, "home", 60)
+
+
+def test_simulated_page(server: str, browser: object) -> None:
+    page = _open(browser, f"{server}/Simulated")
+    _step_and_check(page, "simulated", 60)
+    page.get_by_role("button", name="Run to end", exact=True).click()  # type: ignore[attr-defined]
+    page.wait_for_function(
+        "() => document.querySelector('[data-testid=\"stProgress\"]').innerText.includes('Step 60 of 60')",
+        timeout=TIMEOUT_MS)
+    page.wait_for_timeout(800)
+    _assert_clean(page)
+    page.screenshot(path=str(ARTIFACTS / "simulated-end.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def test_offline_page_and_a_bad_upload(server: str, browser: object, tmp_path: Path) -> None:
+    page = _open(browser, f"{server}/Offline")
+    _step_and_check(page, "offline", 60)
+    page.get_by_text("Upload a CSV", exact=True).click()  # type: ignore[attr-defined]
+    bad = tmp_path / "broken.csv"
+    bad.write_bytes(b"rpm,avg_tokens,max_batch,wait_ms\n1,2,3,4\n")
+    uploader = page.locator('[data-testid="stMain"] [data-testid="stFileUploaderDropzoneInput"]')  # type: ignore[attr-defined]
+    uploader.wait_for(state="attached", timeout=TIMEOUT_MS)
+    uploader.set_input_files(str(bad))
+    error = page.locator('[data-testid="stAlertContentError"]')  # type: ignore[attr-defined]
+    error.first.wait_for(timeout=TIMEOUT_MS)
+    text = error.first.inner_text()
+    assert "broken.csv: missing column(s) itl_ms" in text and "is kept" in text
+    assert page.locator('[data-testid="stException"]').count() == 0  # type: ignore[attr-defined]
+    assert "Step 1 of 60" in _progress_text(page)  # the history survived the bad upload
+    _wait_for_charts(page, 9)
+    page.screenshot(path=str(ARTIFACTS / "offline-bad-upload.png"), full_page=True)  # type: ignore[attr-defined]
