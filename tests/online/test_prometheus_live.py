@@ -129,3 +129,28 @@ def test_prometheus_stopped_mid_run(stack: Stack) -> None:
             np.testing.assert_array_equal(online.tuners[server].state, state)
             assert online.tuners[server].steps == steps
             assert len(online.histories[server]) == 2
+
+
+def test_online_command_line(stack: Stack) -> None:
+    import json
+    import subprocess
+    import sys
+
+    from tests.online.conftest import SPEEDUP, WINDOW
+    from tests.online.promstack import REPO, free_port
+
+    base = [sys.executable, "-m", "tuner", "online", "--window", WINDOW, "--time-scale", str(SPEEDUP),
+            "--max-batch", str(MAX_BATCH), "--interval", "1", "--format", "jsonl"]  # fmt: skip
+    env = {"PATH": "/usr/bin:/bin", "PROMETHEUS_ADDRESS": stack.prometheus.url, "TOKEN": "cli-secret-token"}
+    result = subprocess.run([*base, "--steps", "2"], capture_output=True, text=True, cwd=REPO, env=env, timeout=60)
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 6 and {r["server"] for r in rows} == {*TRUTH, LEGACY}
+    assert {"step", "alpha", "alpha_std", "beta", "beta_std", "observed", "predicted", "nis", "accepted",
+            "reason", "server"} <= set(rows[0])  # fmt: skip
+    assert [r["step"] for r in rows if r["server"] == LEGACY] == [1, 2]
+    down = subprocess.run([*base, "--steps", "1", "--prometheus", f"http://127.0.0.1:{free_port()}"],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=60)  # fmt: skip
+    assert down.returncode == 2 and down.stdout == ""
+    assert down.stderr.splitlines()[-1].startswith("error: no cycle succeeded")
+    assert "not reachable" in down.stderr and "cli-secret-token" not in down.stderr
