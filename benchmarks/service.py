@@ -237,7 +237,7 @@ def main() -> int:
     p.add_argument("--quick", action="store_true", help="fewer cycles and requests")
     p.add_argument("--load", type=int, help=argparse.SUPPRESS)  # internal: run as the load process on this port
     p.add_argument("--servers", type=int, default=10000)
-    p.add_argument("--requests", type=int, default=20000)
+    p.add_argument("--requests", type=int, default=40000)
     p.add_argument("--seconds", type=float, default=15.0)
     p.add_argument("--connections", type=int, default=4)
     args = p.parse_args()
