@@ -28,9 +28,11 @@ import numpy as np
 
 from tuner.environment import Environment
 from tuner.observers.simulated import simulate
-from tuner.queueing import solve_queue
+from tuner.queueing import capacity_rpm, solve_queue
 from tuner.scenario import parse_scenario
 
+LOADS = (0.3, 0.6, 0.85)
+"""Fractions of capacity the demo's servers cycle through."""
 MODES = ("ok", "garbage", "list", "slow", "error", "partial", "bad_server")
 
 
@@ -216,9 +218,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
     if args.servers <= 20:
-        truth = [SimServer(f"server-{k}", 12.0 + 3.0 * k, 0.6 + 0.2 * k) for k in range(args.servers)]
+        truth = []
+        for k in range(args.servers):
+            alpha, beta = 12.0 + 3.0 * k, 0.6 + 0.2 * k
+            # loads of 30, 60 and 85 % of the server's capacity in turn, so that alpha and beta can be told apart
+            capacity = float(capacity_rpm(alpha, beta, 1024.0, 48))
+            truth.append(SimServer(f"server-{k}", alpha, beta, rpm=tuple(round(f * capacity, 1) for f in LOADS)))
         for s in truth:
-            print(f"{s.name}: alpha={s.alpha_ms} beta={s.beta_ms}", flush=True)
+            print(f"{s.name}: alpha={s.alpha_ms} beta={s.beta_ms} rpm={s.rpm}", flush=True)
         provider = simulated_windows(truth, args.seed)
     else:
         provider = vectorized_windows(args.servers, args.seed)
