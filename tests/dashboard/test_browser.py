@@ -166,3 +166,32 @@ def test_offline_page_and_a_bad_upload(server: str, browser: object, tmp_path: P
     assert "Step 1 of 60" in _progress_text(page)  # the history survived the bad upload
     _wait_for_charts(page, 9)
     page.screenshot(path=str(ARTIFACTS / "offline-bad-upload.png"), full_page=True)  # type: ignore[attr-defined]
+
+
+def test_run_to_end_can_be_paused(server: str, browser: object, tmp_path: Path) -> None:
+    rows = (ROOT / "sample_data" / "trace-seed-demo.csv").read_text().splitlines()
+    long_trace = tmp_path / "long.csv"
+    long_trace.write_text("\n".join([rows[0], *(rows[1:] * 100)]) + "\n")  # 6,000 windows
+    page = _open(browser, f"{server}/Offline")
+    page.get_by_text("Upload a CSV", exact=True).click()  # type: ignore[attr-defined]
+    uploader = page.locator('[data-testid="stMain"] [data-testid="stFileUploaderDropzoneInput"]')  # type: ignore[attr-defined]
+    uploader.wait_for(state="attached", timeout=TIMEOUT_MS)
+    uploader.set_input_files(str(long_trace))
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "() => document.querySelector('[data-testid=\"stProgress\"]').innerText.includes('Step 0 of 6,000')",
+        timeout=TIMEOUT_MS)
+    page.get_by_role("button", name="Run to end", exact=True).click()  # type: ignore[attr-defined]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "() => document.querySelector('[data-testid=\"stProgress\"]').innerText.includes('running to step 6,000')",
+        timeout=TIMEOUT_MS)
+    page.get_by_role("button", name="Pause", exact=True).click()  # type: ignore[attr-defined]
+    page.wait_for_function(  # type: ignore[attr-defined]
+        "() => !document.querySelector('[data-testid=\"stProgress\"]').innerText.includes('running to')",
+        timeout=TIMEOUT_MS)
+    paused_at = _progress_text(page)
+    page.wait_for_timeout(2500)
+    assert _progress_text(page) == paused_at, "the run went on after Pause"
+    steps = int(paused_at.split(" of ")[0].removeprefix("Step ").replace(",", ""))
+    assert 0 < steps < 6000
+    _assert_clean(page)
+    page.screenshot(path=str(ARTIFACTS / "offline-paused.png"), full_page=True)  # type: ignore[attr-defined]

@@ -179,7 +179,7 @@ class Trace:
 
     def summary(self) -> str:
         """One paragraph for a user: what was read, what was skipped, what was assumed."""
-        text = f"{self.source}: {len(self)} usable windows of {self.data_rows} rows ({self.layout} layout)"
+        text = f"{self.source}: {len(self):,} usable windows of {self.data_rows:,} rows ({self.layout} layout)"
         if self.skipped:
             text += "; skipped " + "; ".join(s.describe() for s in self.skipped)
         if self.notes:
