@@ -102,7 +102,7 @@ def test_fleet_adds_steps_skips_and_publishes_immutable_snapshots() -> None:
 
     bad = parse_environments({"s0": {**GOOD, "Lambda": -1}, "new-idle": {**GOOD, "Lambda": 0}})
     out = fleet.step(bad)
-    assert out.skipped == 1 and out.accepted == 0 and "new-idle" in out.problems
+    assert out.skipped == 1 and out.accepted == 0 and "new-idle" in out.not_added and not out.problems
     after = fleet.current
     assert after.version == snap.version + 1
     assert after.alpha_ms[0] == snap.alpha_ms[0] and after.skipped[0] == 1 and after.steps[0] == 2

@@ -131,7 +131,7 @@ class TunerService:
             log.exception("cycle %d failed", number)
         duration = time.perf_counter() - started
         if outcome is not None:
-            self._account(outcome, f"cycle {number}")
+            self.account(outcome, f"cycle {number}")
         report = CycleReport(
             number=number,
             finished_s=time.time(),
@@ -144,14 +144,14 @@ class TunerService:
             accepted=outcome.accepted if outcome else 0,
             rejected=outcome.rejected if outcome else 0,
             skipped=outcome.skipped if outcome else 0,
-            problems=len(outcome.problems) if outcome else 0,
+            problems=len(outcome.problems) + len(outcome.not_added) if outcome else 0,
             error=error or (outcome.persist_error if outcome else None),
         )
         self.metrics.cycle(report)
         log.debug("cycle %d: %s", number, report)
         return report
 
-    def _account(self, outcome: StepOutcome, what: str) -> None:
+    def account(self, outcome: StepOutcome, what: str) -> None:
         if outcome.problems:
             self.metrics.error("bad_server", len(outcome.problems))
             shown = "; ".join(f"{n}: {p}" for n, p in list(outcome.problems.items())[:MAX_LOGGED_PROBLEMS])
@@ -162,6 +162,13 @@ class TunerService:
                 len(outcome.problems),
                 shown,
                 f"; and {more} more" if more > 0 else "",
+            )
+        if outcome.not_added:
+            log.info(
+                "%s: %d new server(s) not added yet, their first window is unusable (%s)",
+                what,
+                len(outcome.not_added),
+                "; ".join(f"{n}: {p}" for n, p in list(outcome.not_added.items())[:MAX_LOGGED_PROBLEMS]),
             )
         if outcome.skipped:
             self.metrics.error("skipped_window", outcome.skipped)
@@ -270,13 +277,13 @@ def create_app(settings: Settings, service: TunerService | None = None) -> FastA
         if not readings.names and not readings.problems:
             return _error(400, "no servers in the body")
         outcome = await svc.step(readings, detail=True)
-        svc._account(outcome, "POST /tune")
+        svc.account(outcome, "POST /tune")
         if outcome.stepped:
             svc.metrics.push()
         payload: dict[str, Any] = {
             "version": svc.fleet.current.version,
             "results": outcome.results,
-            "errors": dict(outcome.problems),
+            "errors": {**dict(outcome.problems), **{n: f"not added: {p}" for n, p in outcome.not_added.items()}},
         }
         return JSONResponse(payload, status_code=200 if outcome.stepped else 422)
 

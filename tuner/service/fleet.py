@@ -110,13 +110,15 @@ class StepOutcome:
     skipped: int
     added: tuple[str, ...]
     problems: Mapping[str, str]
-    """Servers not stepped: unreadable entries and new servers whose first window is unusable."""
+    """Servers whose entry could not be read (not stepped)."""
     results: Mapping[str, dict[str, Any]] = field(default_factory=dict)
     """Per stepped server: accepted, reason, nis (filled for pushes)."""
     persisted: bool = True
     persist_error: str | None = None
     step_s: float = 0.0
     """Wall time of the FilterBank step."""
+    not_added: Mapping[str, str] = field(default_factory=dict)
+    """New servers whose first window is unusable (no traffic, NaN): added once a window is usable."""
     save_s: float = 0.0
     """Wall time of the SQLite save."""
 
@@ -199,6 +201,7 @@ class Fleet:
     def _step(self, readings: Readings, detail: bool) -> StepOutcome:
         now = self._clock()
         problems = dict(readings.problems)
+        not_added: dict[str, str] = {}
         reasons = readings.env.invalid_reasons() if len(readings) else []
         rows: list[int] = []
         picks: list[int] = []
@@ -207,7 +210,7 @@ class Fleet:
             i = self._index.get(name)
             if i is None:
                 if reasons[j] is not None:
-                    problems[name] = f"new server not added: {reasons[j]}"
+                    not_added[name] = str(reasons[j])
                     continue
                 i = len(self._names) + len(added)
                 added.append(name)
@@ -262,7 +265,18 @@ class Fleet:
             for name, out in results.items():
                 out.update(snapshot.server(snapshot.index[name]))
         return StepOutcome(
-            len(rows), n_acc, n_rej, n_skip, tuple(added), problems, results, persisted, error, step_s, save_s
+            stepped=len(rows),
+            accepted=n_acc,
+            rejected=n_rej,
+            skipped=n_skip,
+            added=tuple(added),
+            problems=problems,
+            results=results,
+            persisted=persisted,
+            persist_error=error,
+            step_s=step_s,
+            save_s=save_s,
+            not_added=not_added,
         )
 
     def _build_snapshot(self) -> FleetSnapshot:
