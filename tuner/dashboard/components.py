@@ -114,6 +114,23 @@ def config_sidebar(ns: str) -> FilterConfig | None:
 # --- controls ------------------------------------------------------------------------------
 
 
+def _safely(action: Callable[[str], None]) -> Callable[[str], None]:
+    """A button callback that records a failure as a message instead of raising (callbacks run
+    before the page, outside :func:`guarded`); :func:`run_controls` shows the message."""
+
+    def wrapper(ns: str) -> None:
+        try:
+            action(ns)
+        except Exception as exc:  # shown on the page; the run keeps the steps it made
+            st.session_state[key(ns, "target")] = None
+            kind = "" if isinstance(exc, TunerError) else f"Unexpected error ({type(exc).__name__}): "
+            st.session_state[key(ns, "action_error")] = f"{kind}{exc}"
+
+    wrapper.__name__ = action.__name__
+    return wrapper
+
+
+@_safely
 def _on_step(ns: str) -> None:
     st.session_state[key(ns, "target")] = None
     run = get_run(ns)
@@ -121,6 +138,7 @@ def _on_step(ns: str) -> None:
         run.step(1)
 
 
+@_safely
 def _on_run_n(ns: str) -> None:
     run = get_run(ns)
     if run is not None:
@@ -128,16 +146,19 @@ def _on_run_n(ns: str) -> None:
         st.session_state[key(ns, "target")] = min(run.total, run.cursor + count)
 
 
+@_safely
 def _on_run_to_end(ns: str) -> None:
     run = get_run(ns)
     if run is not None:
         st.session_state[key(ns, "target")] = run.total
 
 
+@_safely
 def _on_pause(ns: str) -> None:
     st.session_state[key(ns, "target")] = None
 
 
+@_safely
 def _on_reset(ns: str) -> None:
     st.session_state[key(ns, "target")] = None
     run = get_run(ns)
@@ -160,7 +181,14 @@ def run_controls(ns: str, run: Run) -> None:
     """Step, Run N, Run to end, Pause and Reset. The clicks act in callbacks (before the page
     draws); a pending Run N / Run to end advances by one chunk here, then the buttons are drawn
     with the state that results. Call :func:`continue_if_running` at the end of the page."""
-    advance(ns, run)
+    try:
+        advance(ns, run)
+    except Exception as exc:  # keep the steps made so far, stop running, say why
+        st.session_state[key(ns, "target")] = None
+        st.session_state[key(ns, "action_error")] = f"Stopped at step {run.cursor}: {exc}"
+    failure = st.session_state.pop(key(ns, "action_error"), None)
+    if failure:
+        st.error(failure)
     running = st.session_state.get(key(ns, "target")) is not None
     cols = st.columns([1, 1.3, 1, 1, 1, 1], vertical_alignment="bottom")
     cols[0].button("Step", key=key(ns, "step"), type="primary", width="stretch", disabled=run.done,
