@@ -235,3 +235,29 @@ def test_readers_never_see_a_torn_pair(start_service: Any) -> None:
     assert len(versions) >= 3, "the readers should have seen several cycles"
     torn = {key: pairs for key, pairs in seen.items() if len(pairs) > 1}
     assert not torn
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--config", "/nonexistent/config.json"], "cannot read"),
+        (["--period", "-3"], "TUNER_PERIOD"),
+        (["--source", "prometheus"], "PROMETHEUS_ADDRESS"),
+        (["--state", "{tmp}/not-a-db.sqlite"], "not a database"),
+    ],
+)
+def test_bad_settings_end_with_one_line(args: list[str], message: str, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "not-a-db.sqlite").write_text("garbage")
+    done = subprocess.run(
+        [sys.executable, "-m", "tuner.service", *(a.format(tmp=tmp_path) for a in args)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PYTHONPATH": str(Path(__file__).resolve().parents[2]), "PATH": "/usr/bin:/bin"},
+    )
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], done.stderr
