@@ -7,18 +7,19 @@ the dashboard opens ready to step.
 """
 
 from pathlib import Path
+from types import MappingProxyType
 
 import streamlit as st
 
 from tuner.dashboard.simulated import render as render_simulated
 
 PAGES = Path(__file__).resolve().parent / "pages"
-DESCRIPTIONS = {
+DESCRIPTIONS = MappingProxyType({
     "Simulated": "the tuner against a simulated server whose true alpha and beta you set, phase by phase.",
     "Offline": "replay a recorded CSV trace (the project's, the seed's or vLLM's layout) step by step.",
     "Online": "tune against a live server's Prometheus metrics.",
     "Service": "the tuner service: many servers tuned at once behind a REST API.",
-}
+})
 
 
 def page_name(path: Path) -> str:

@@ -8,6 +8,7 @@ k-th step plus the last one); rejected and skipped steps are always all marked.
 from __future__ import annotations
 
 import math
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
@@ -25,12 +26,12 @@ TRUTH = "#2ca02c"
 REJECTED = "#d62728"
 SKIPPED = "#7f7f7f"
 
-LABELS = {
+LABELS = MappingProxyType({
     "wait_ms": "Queue wait (ms)",
     "itl_ms": "Inter-token latency (ms)",
     "alpha": "alpha (ms per iteration)",
     "beta": "beta (ms per request in the batch)",
-}
+})
 
 
 def downsample(frame: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFrame:

@@ -32,6 +32,7 @@ import warnings
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 
 import numpy as np
 import pandas as pd
@@ -45,19 +46,19 @@ FIELDS = ("rpm", "avg_tokens", "max_batch", "batch_size", "wait_ms", "itl_ms")
 REQUIRED = ("rpm", "avg_tokens", "wait_ms", "itl_ms")
 """Fields every layout must provide (max_batch may come from an input instead)."""
 
-TIME_UNITS_MS = {"s": 1000.0, "ms": 1.0, "us": 1e-3}
+TIME_UNITS_MS = MappingProxyType({"s": 1000.0, "ms": 1.0, "us": 1e-3})
 """Factor from a time unit to milliseconds."""
-RATE_UNITS_PER_MIN = {"per_minute": 1.0, "per_second": 60.0}
+RATE_UNITS_PER_MIN = MappingProxyType({"per_minute": 1.0, "per_second": 60.0})
 """Factor from an arrival-rate unit to requests per minute."""
 
-VLLM_COLUMNS = {
+VLLM_COLUMNS = MappingProxyType({
     "rpm": "rpm",
     "tokens": "avg_tokens",
     "avgconcurrency": "batch_size",
     "maxconcurrency": "max_batch",
     "avgwait": "wait_ms",
     "avgitl": "itl_ms",
-}
+})
 """vLLM header (lower case) → field."""
 
 SHOWN_LINES = 5
