@@ -67,7 +67,10 @@ def seed_table(config: FilterConfig, label: str, seeds: int) -> None:
     runs = [run(config, scenario, s) for s in range(seeds)]
     err = np.stack([r.error_pct for r in runs])  # seeds, steps, 2
     print(f"\n{label}: seed 3-phase demo, {seeds} seeds (errors in %)")
-    print(f"{'phase':>6} {'median a':>9} {'median b':>9} {'p90 a':>7} {'p90 b':>7} {'steps to 5%':>12} {'CRB a':>7} {'CRB b':>7}")
+    print(
+        f"{'phase':>6} {'median a':>9} {'median b':>9} {'p90 a':>7} {'p90 b':>7}"
+        f" {'steps to 5%':>12} {'CRB a':>7} {'CRB b':>7}"
+    )
     start = 0
     for index, phase in enumerate(scenario.phases):
         end = start + phase.steps - 1

@@ -3,10 +3,11 @@
     python benchmarks/speed.py [--json] [--repeat 3]
 
 For B = 48 and B = 256 and N = 1, 1,000 and 10,000 servers, the filters are first
-brought to steady state (a few steps at their operating point), then timed over
-further steps; the figure is wall time / (N · steps), best of --repeat runs. The
-baseline, in the same run, is a straightforward one-server EKF whose queue model
-walks the K = 100·B states one by one in Python (one step, plain EKF update).
+brought to steady state (WARMUP_STEPS steps at their operating point: start-up steps
+cost more, they search a grid), then timed over further steps; the figure is wall
+time / (N · steps), best of --repeat runs. The baseline, in the same run, is a
+straightforward one-server EKF whose queue model walks the K = 100·B states one by
+one in Python (one step, plain EKF update).
 """
 
 from __future__ import annotations
@@ -22,12 +23,13 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from tuner.config import default_config  # noqa: E402
-from tuner.environment import Environment  # noqa: E402
-from tuner.queueing import solve_queue  # noqa: E402
-from tuner.tuner import FilterBank  # noqa: E402
+from tuner.config import default_config
+from tuner.environment import Environment
+from tuner.queueing import solve_queue
+from tuner.tuner import FilterBank
 
 SIZES = (1, 1000, 10000)
+WARMUP_STEPS = 15
 BATCHES = (48, 256)
 
 
@@ -44,14 +46,16 @@ def operating_points(n: int, max_batch: int, rng: np.random.Generator) -> tuple[
 def windows(alpha, beta, tokens, rpm, max_batch: int, rng: np.random.Generator) -> Environment:
     q = solve_queue(alpha, beta, rpm, tokens, max_batch)
     noise = 1 + rng.uniform(-0.05, 0.05, (2, alpha.size))
-    return Environment(rpm, tokens, np.full(alpha.size, float(max_batch)), q.mean_batch, q.wait_ms * noise[0], q.itl_ms * noise[1])
+    return Environment(
+        rpm, tokens, np.full(alpha.size, float(max_batch)), q.mean_batch, q.wait_ms * noise[0], q.itl_ms * noise[1]
+    )
 
 
 def time_bank(n: int, max_batch: int, repeat: int) -> float:
     rng = np.random.default_rng(1)
     alpha, beta, tokens, rpm = operating_points(n, max_batch, rng)
     bank = FilterBank(default_config(), size=n)
-    for _ in range(5):  # reach steady state: start-up steps search the whole box
+    for _ in range(WARMUP_STEPS):  # reach steady state: start-up steps search the whole box
         bank.step(windows(alpha, beta, tokens, rpm, max_batch, rng))
     envs = [windows(alpha, beta, tokens, rpm, max_batch, rng) for _ in range(3)]
     best = math.inf
@@ -83,7 +87,9 @@ def naive_queue(alpha: float, beta: float, rpm: float, tokens: float, max_batch:
     return max(0.0, (mean_n - mean_b) / throughput), mean_b / throughput / tokens
 
 
-def naive_step(x: np.ndarray, P: np.ndarray, env: tuple[float, ...], Q: np.ndarray, R: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def naive_step(
+    x: np.ndarray, P: np.ndarray, env: tuple[float, ...], Q: np.ndarray, R: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     rpm, tokens, max_batch, wait, itl = env
     P = P + Q
     base = np.array(naive_queue(x[0], x[1], rpm, tokens, int(max_batch)))
@@ -130,7 +136,8 @@ def main() -> None:
     for max_batch in BATCHES:
         row = result["per_server_step_us"][str(max_batch)]
         print(
-            f"{max_batch:>5} " + " ".join(f"{row[str(n)]:>10.1f}" for n in SIZES)
+            f"{max_batch:>5} "
+            + " ".join(f"{row[str(n)]:>10.1f}" for n in SIZES)
             + f" {result['baseline_us'][str(max_batch)]:>14.0f}"
         )
 

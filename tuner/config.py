@@ -134,7 +134,9 @@ def _vector(section: Mapping[str, Any], where: str, key: str, *, positive: bool)
 def parse_config(data: Any, n_observations: int = 2) -> FilterConfig:
     """Validate a decoded JSON/YAML document; raise ConfigError naming the key at fault."""
     if not isinstance(data, Mapping):
-        raise ConfigError(f"the configuration must be a mapping with filterData and modelData, got {type(data).__name__}")
+        raise ConfigError(
+            f"the configuration must be a mapping with filterData and modelData, got {type(data).__name__}"
+        )
     for section in ("filterData", "modelData"):
         if section not in data:
             raise ConfigError(f"{section} is missing")
@@ -233,10 +235,7 @@ def parse_config_text(text: str, source: str = "configuration", n_observations: 
     """Parse JSON or YAML text (YAML is a superset of JSON, but JSON errors read better)."""
     stripped = text.lstrip()
     try:
-        if stripped.startswith("{"):
-            data = json.loads(text)
-        else:
-            data = yaml.safe_load(text)
+        data = json.loads(text) if stripped.startswith("{") else yaml.safe_load(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{source}: not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}") from None
     except yaml.YAMLError as exc:

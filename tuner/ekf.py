@@ -138,7 +138,9 @@ def grid_start(
         misfit = np.log((np.abs(z) + floor) / (np.abs(zg) + floor))
         fit = ((misfit / tolerance) ** 2).sum(-1)
     d = grid - u_prior[None]
-    prior = np.einsum("gni,gni->gn", d, np.linalg.solve(np.broadcast_to(P_prior, d.shape[:1] + P_prior.shape), d[..., None])[..., 0])
+    prior = np.einsum(
+        "gni,gni->gn", d, np.linalg.solve(np.broadcast_to(P_prior, d.shape[:1] + P_prior.shape), d[..., None])[..., 0]
+    )
     cost = np.where(np.isfinite(fit), fit + prior, np.inf)
     best = np.argsort(cost, axis=0)[:candidates]  # (C, N)
     best[0] = 0  # always keep the prior itself as a candidate
@@ -220,8 +222,15 @@ def update(
             starts = np.concatenate(
                 [
                     grid_start(
-                        predict_rows(chunk), u_prior[chunk], P_prior[chunk], z[chunk], variance, factor[chunk],
-                        lower[chunk], upper[chunk], grid_points,
+                        predict_rows(chunk),
+                        u_prior[chunk],
+                        P_prior[chunk],
+                        z[chunk],
+                        variance,
+                        factor[chunk],
+                        lower[chunk],
+                        upper[chunk],
+                        grid_points,
                     )
                     for chunk in np.array_split(idx, max(1, idx.size // GRID_CHUNK_ROWS))
                 ],
@@ -232,8 +241,18 @@ def update(
             u0 = starts.reshape(-1, n)
             z0, H0 = jacobian(predict_rows(rep), u0)
             uc, _, _ = gauss_newton(
-                lambda sub: predict_rows(rep[sub]), u0, z0, H0, u_prior[rep], P_prior[rep], z[rep], variance,
-                factor[rep], lower[rep], upper[rep], max(iterations, 4),
+                lambda sub: predict_rows(rep[sub]),
+                u0,
+                z0,
+                H0,
+                u_prior[rep],
+                P_prior[rep],
+                z[rep],
+                variance,
+                factor[rep],
+                lower[rep],
+                upper[rep],
+                max(iterations, 4),
             )
             zc = predict_rows(rep)(uc)
             cost = map_cost(zc, uc, z[rep], u_prior[rep], P_prior[rep], variance, factor[rep]).reshape(C, -1)

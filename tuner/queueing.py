@@ -89,26 +89,52 @@ def solve_queue(
 
     Arguments broadcast together; α and β in ms, rpm in requests per minute,
     avg_tokens per request, max_batch B ≥ 1 (rounded to an integer). Inputs must be
-    positive and finite; validating them is the caller's job.
+    positive and finite; validating them is the caller's job. Servers are solved in
+    blocks of rows so that the (rows × B) work arrays stay in the processor's cache.
     """
     a, b, r, t, bmax = _broadcast(alpha, beta, rpm, avg_tokens, max_batch)
     shape = a.shape
     a, b, r, t = (v.reshape(-1) for v in (a, b, r, t))
     big_b = np.rint(bmax.reshape(-1)).astype(np.int64)
     lam = r / 60000.0
-
     width = int(big_b.max()) if big_b.size else 1
+    rows = max(1, _BLOCK_ELEMENTS // width)
+    parts = [
+        _solve_rows(a[i : i + rows], b[i : i + rows], lam[i : i + rows], t[i : i + rows], big_b[i : i + rows])
+        for i in range(0, max(a.size, 1), rows)
+    ]
+    out = [np.concatenate(column).reshape(shape) for column in zip(*parts, strict=True)]
+    return QueueMetrics(*out)
+
+
+_BLOCK_ELEMENTS = 1 << 14
+"""Rows × states solved together (128 KiB per float64 work array)."""
+
+
+def _solve_rows(
+    a: NDArray[np.float64],
+    b: NDArray[np.float64],
+    lam: NDArray[np.float64],
+    t: NDArray[np.float64],
+    big_b: NDArray[np.int64],
+) -> tuple[NDArray[np.float64], ...]:
+    """The queue for a block of servers (flat arrays); fields in QueueMetrics order."""
+    width = int(big_b.max()) if big_b.size else 1
+    uniform = big_b.size == 0 or int(big_b.min()) == width
     n = np.arange(1, width + 1, dtype=np.float64)  # states 1..width
-    inside = n[None, :] <= big_b[:, None]
+    bf = big_b.astype(np.float64)
 
     # Head: log q(n) for n = 1..B, a cumulative sum of log(λ·T·(α + β·n)/n).
     log_lt = np.log(lam * t)
-    with np.errstate(divide="ignore"):
-        steps = log_lt[:, None] + np.log(a[:, None] + b[:, None] * n[None, :]) - np.log(n)[None, :]
-    steps = np.where(inside, steps, 0.0)
-    log_q = np.cumsum(steps, axis=1)
-    bf = big_b.astype(np.float64)
-    log_q_b = np.take_along_axis(log_q, (big_b - 1)[:, None], axis=1)[:, 0]
+    log_q = b[:, None] * n
+    log_q += a[:, None]
+    np.log(log_q, out=log_q)
+    log_q += log_lt[:, None]
+    log_q -= np.log(n)
+    if not uniform:
+        log_q[n[None, :] > big_b[:, None]] = 0.0
+    np.cumsum(log_q, axis=1, out=log_q)
+    log_q_b = log_q[:, -1] if uniform else np.take_along_axis(log_q, (big_b - 1)[:, None], axis=1)[:, 0]
 
     # Tail: q(B + j) = q(B)·ρ^j for j = 0..m with m = K − B.
     m = (TAIL_FACTOR - 1) * bf
@@ -118,35 +144,29 @@ def solve_queue(
     tail_mean_j = _geometric_mean_index(u, m)
 
     # Normalize with the largest log-weight among q(0) = 1, q(1..B−1) and the tail.
+    # Sums run over the whole row, states n ≥ B weighted zero, so that a server's
+    # figures do not depend on the other rows of its block (same summation order).
     below_b = n[None, :] < big_b[:, None]
-    head = np.where(below_b, log_q, -np.inf)
-    shift = np.maximum(np.maximum(head.max(axis=1, initial=-np.inf), 0.0), log_tail)
-    w_head = np.exp(head - shift[:, None])
+    head_max = np.where(below_b, log_q, -np.inf).max(axis=1, initial=-np.inf)
+    shift = np.maximum(np.maximum(head_max, 0.0), log_tail)
+    w_head = log_q - shift[:, None]
+    np.exp(w_head, out=w_head)
+    w_head[~below_b] = 0.0
     w0 = np.exp(-shift)
     w_tail = np.exp(log_tail - shift)
     w_open = np.exp(log_tail_open - shift)
     w_full = np.exp(log_q_b + u * m - shift)
 
-    z = w0 + w_head.sum(axis=1) + w_tail
-    head_n = (w_head * n[None, :]).sum(axis=1)
+    head_sum = w_head.sum(axis=1)
+    head_n = (w_head * n).sum(axis=1)  # not a matmul: BLAS may round rows differently
+    z = w0 + head_sum + w_tail
     mean_batch = (head_n + bf * w_tail) / z
     queued = w_tail * tail_mean_j / z  # L − S, without cancellation
-    mean_requests = mean_batch + queued
     # 1 − p_K as the mass of states 0..K−1, exact even when p_K is close to 1.
-    not_full = (w0 + w_head.sum(axis=1) + w_open) / z
-    throughput = lam * not_full
-
+    throughput = lam * ((w0 + head_sum + w_open) / z)
     wait = np.maximum(0.0, queued / throughput)
     itl = mean_batch / throughput / t
-    return QueueMetrics(
-        wait_ms=wait.reshape(shape),
-        itl_ms=itl.reshape(shape),
-        mean_requests=mean_requests.reshape(shape),
-        mean_batch=mean_batch.reshape(shape),
-        throughput_per_ms=throughput.reshape(shape),
-        full_probability=(w_full / z).reshape(shape),
-        saturated=(u >= 0).reshape(shape),
-    )
+    return wait, itl, mean_batch + queued, mean_batch, throughput, w_full / z, u >= 0
 
 
 def capacity_rpm(alpha: ArrayLike, beta: ArrayLike, avg_tokens: ArrayLike, max_batch: ArrayLike) -> NDArray[np.float64]:

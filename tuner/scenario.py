@@ -91,7 +91,9 @@ def parse_scenario(data: Any, source: str = "scenario") -> Scenario:
         merged = {**defaults, **raw}
         unknown = set(merged) - set(KEYS)
         if unknown:
-            raise ScenarioError(f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; keys are {', '.join(KEYS)}")
+            raise ScenarioError(
+                f"{where}: unknown key(s) {', '.join(sorted(map(str, unknown)))}; keys are {', '.join(KEYS)}"
+            )
         missing = [k for k in KEYS if k not in merged]
         if missing:
             raise ScenarioError(f"{where}: missing {', '.join(missing)} (in the phase or in defaults)")

@@ -137,10 +137,7 @@ class FilterBank:
         return var[..., :, None] * np.eye(u.shape[-1])
 
     def _initial_covariance(self, u: Array) -> Array:
-        if self.log_space:
-            var = np.broadcast_to(self._change**2, u.shape)
-        else:
-            var = (self._change * u) ** 2
+        var = np.broadcast_to(self._change**2, u.shape) if self.log_space else (self._change * u) ** 2
         return var[..., :, None] * np.eye(u.shape[-1])
 
     def _base_noise(self, z_hat: Array, z: Array) -> Array:
@@ -182,7 +179,14 @@ class FilterBank:
             getattr(self, name)[rows] = 0
 
     _ROW_ARRAYS = (
-        "u", "P", "noise_log_scale", "steps", "accepted_count", "rejected_count", "skipped_count", "streak",
+        "u",
+        "P",
+        "noise_log_scale",
+        "steps",
+        "accepted_count",
+        "rejected_count",
+        "skipped_count",
+        "streak",
     )
 
     def snapshot(self, rows: Any = slice(None)) -> dict[str, np.ndarray]:
@@ -252,6 +256,7 @@ class FilterBank:
             if self._lower is not None:
                 lower = np.broadcast_to(self._lower, u_prev.shape)
                 upper = np.broadcast_to(self._upper, u_prev.shape)
+
             def predict_rows(idx: NDArray[np.int64]) -> ekf.PredictU:
                 rows_env = _take(sub_env, idx, vidx.size)
                 return lambda u: self.model.predict(self._to_x(u), rows_env)
