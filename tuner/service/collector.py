@@ -57,6 +57,7 @@ def parse_environments(payload: Any) -> Readings:
     names: list[str] = []
     columns: list[list[float]] = [[] for _ in FIELDS]
     problems: dict[str, str] = {}
+    numbers = (int, float)  # exact types: bool is not a number here
     for name, entry in payload.items():
         if not isinstance(name, str) or not name or len(name) > MAX_NAME_LENGTH:
             problems[str(name)[:MAX_NAME_LENGTH]] = "server name must be a non-empty string of at most 253 characters"
@@ -64,11 +65,13 @@ def parse_environments(payload: Any) -> Readings:
         if not isinstance(entry, Mapping):
             problems[name] = f"expected an object of measurements, got {type(entry).__name__}"
             continue
-        values = [_value(entry, key) for key, _ in FIELDS]
-        errors = [v for v in values if isinstance(v, str)]
-        if errors:
-            problems[name] = "; ".join(errors)
-            continue
+        values: list[float | str] = [entry.get(key) for key, _ in FIELDS]  # type: ignore[misc]
+        if not all(type(v) in numbers for v in values):  # the slow path says what is wrong
+            values = [_value(entry, key) for key, _ in FIELDS]
+            errors = [v for v in values if isinstance(v, str)]
+            if errors:
+                problems[name] = "; ".join(errors)
+                continue
         names.append(name)
         for column, v in zip(columns, values, strict=True):
             column.append(v)  # type: ignore[arg-type]
