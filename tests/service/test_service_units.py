@@ -177,3 +177,20 @@ def test_metrics_text_is_prometheus_format() -> None:
     for line in text.splitlines():
         if line and not line.startswith("#"):
             float(line.rsplit(" ", 1)[1])  # every sample value parses (NaN included)
+
+
+def test_setparams_sets_defaults_and_keeps_values_already_set() -> None:
+    import subprocess
+
+    script = Path(__file__).resolve().parents[2] / "setparams.sh"
+    shown = 'echo "$TUNER_HOST $TUNER_PORT $COLLECTOR_HOST $COLLECTOR_PORT"'
+    fresh = subprocess.run(["bash", "-c", f". {script}; {shown}"], capture_output=True, text=True, env={}, check=True)
+    assert fresh.stdout.split() == ["127.0.0.1", str(DEFAULT_TUNER_PORT), "127.0.0.1", str(DEFAULT_COLLECTOR_PORT)]
+    kept = subprocess.run(
+        ["sh", "-c", f". {script}; {shown}"],
+        capture_output=True,
+        text=True,
+        env={"TUNER_PORT": "9999", "COLLECTOR_HOST": "collector.svc"},
+        check=True,
+    )
+    assert kept.stdout.split() == ["127.0.0.1", "9999", "collector.svc", str(DEFAULT_COLLECTOR_PORT)]
