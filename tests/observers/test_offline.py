@@ -218,3 +218,10 @@ def test_a_million_rows_refused_quickly_above_a_row_limit(million_rows: bytes) -
     with pytest.raises(TraceError, match=r"1,000,000 data rows, more than the 100,000"):
         read_trace(million_rows, max_rows=100_000, source="big.csv")
     assert time.perf_counter() - start < 5.0
+
+
+def test_blank_lines_are_ignored_but_keep_the_line_numbers() -> None:
+    seed = read_trace(b"\n35.2,1024,48,27.5,201.2,49.7\n\n\n35.2,1024,48,28,210,46.6\n\n")
+    assert seed.line.tolist() == [2, 5] and seed.skipped == () and seed.data_rows == 2
+    project = read_trace(PROJECT.replace(b"\n40", b"\n\n40"))
+    assert project.line.tolist() == [2, 4] and project.skipped == ()

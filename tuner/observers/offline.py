@@ -399,7 +399,7 @@ def read_trace(
     blank = np.ones(len(frame), dtype=bool)
     for name in frame.columns:
         if pd.api.types.is_numeric_dtype(frame[name].dtype):
-            blank &= False
+            blank &= frame[name].isna().to_numpy()
         else:
             blank &= frame[name].fillna("").astype(str).str.strip().eq("").to_numpy()
     if not header and frame.shape[1] != len(FIELDS):
