@@ -147,6 +147,13 @@ def test_simulated_page(server: str, browser: object) -> None:
     page.wait_for_timeout(800)
     _assert_clean(page)
     page.screenshot(path=str(ARTIFACTS / "simulated-end.png"), full_page=True)  # type: ignore[attr-defined]
+    with page.expect_download() as download_info:  # type: ignore[attr-defined]
+        page.get_by_role("button", name="Download the history (60 steps, CSV)").click()  # type: ignore[attr-defined]
+    download = download_info.value
+    lines = Path(download.path()).read_text().splitlines()
+    assert download.suggested_filename == "simulated-history.csv"
+    assert lines[0].startswith("step,alpha,alpha_std,beta,beta_std") and len(lines) == 61
+    assert "true_alpha" in lines[0]
 
 
 def test_offline_page_and_a_bad_upload(server: str, browser: object, tmp_path: Path) -> None:
