@@ -270,3 +270,19 @@ def test_offline_trace_without_max_batch_uses_the_input() -> None:
     _upload(at, "nomax.csv", data)
     assert any("32 (given) is used" in s.value for s in at.success)
     assert at.session_state["off.run"].source.trace.max_batch.tolist() == [32.0, 32.0]
+
+
+
+REAL = ROOT.parent / "shared" / "data" / "vllm-a100-opt125m-exp13.csv"
+
+
+@pytest.mark.skipif(not REAL.exists(), reason="../shared/data (the reference traces) is absent")
+def test_offline_replays_the_real_vllm_trace_to_the_end() -> None:
+    at = _upload(_open(OFFLINE), REAL.name, REAL.read_bytes())
+    assert any("86 usable windows of 86 rows (vllm layout)" in s.value for s in at.success)
+    at.button(key="off.run_end").click().run()
+    _no_failure(at)
+    assert _progress(at).startswith("Step 86 of 86")
+    history = at.session_state["off.run"].history.frame()
+    assert history["wait_ms_observed"].between(3.0, 5.1).all()  # seconds converted to ms
+    assert history["itl_ms_predicted"].notna().all()
