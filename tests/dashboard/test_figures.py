@@ -92,3 +92,11 @@ def test_empty_history_gives_placeholder_figures() -> None:
     assert set(figures) == {"obs_wait_ms", "obs_itl_ms", "state_alpha", "state_beta", "nis"}
     for fig in figures.values():
         assert not fig.data and "press Step" in fig.layout.annotations[0].text
+
+
+def test_a_single_step_shows_its_band_as_an_error_bar() -> None:
+    fig = state_figure(_history(1), "alpha")
+    estimate = next(t for t in fig.data if t.name == "estimate")
+    assert list(estimate.error_y.array) == [2.0] and list(estimate.error_y.arrayminus) == [2.0]
+    assert estimate.mode == "lines+markers"
+    assert state_figure(_history(5), "alpha").data[1].error_y.array is None

@@ -250,7 +250,7 @@ def charts(ns: str, run: Run) -> None:
 
 def history_download(ns: str, run: Run, file_name: str) -> None:
     st.download_button(
-        f"Download the history ({len(run.history):,} steps, CSV)",
+        f"Download the history ({len(run.history):,} step{'' if len(run.history) == 1 else 's'}, CSV)",
         data=run.history.to_csv,
         file_name=file_name,
         mime="text/csv",

@@ -44,6 +44,11 @@ def downsample(frame: pd.DataFrame, max_points: int = MAX_POINTS) -> pd.DataFram
     return frame.iloc[index]
 
 
+def _mode(frame: pd.DataFrame) -> str:
+    """Markers as well as lines while there are few points, so a single step shows."""
+    return "lines+markers" if len(frame) <= 200 else "lines"
+
+
 def _layout(fig: go.Figure, title: str, y_title: str, *, height: int = 320) -> go.Figure:
     fig.update_layout(
         title={"text": title, "x": 0.0, "xanchor": "left"},
@@ -78,7 +83,7 @@ def observation_figure(history: pd.DataFrame, name: str, *, max_points: int = MA
     )
     fig.add_trace(
         go.Scatter(x=frame["step"], y=frame[f"{name}_predicted"], name="predicted (before update)",
-                   mode="lines", line={"color": PREDICTED, "width": 2, "dash": "dot"})
+                   mode=_mode(frame), line={"color": PREDICTED, "width": 2, "dash": "dot"}, marker={"size": 4})
     )
     return _layout(fig, title, label)
 
@@ -100,11 +105,14 @@ def state_figure(history: pd.DataFrame, name: str, *, max_points: int = MAX_POIN
                    mode="lines", fillcolor="rgba(31,119,180,0.18)", line={"width": 0}, name="±2σ",
                    hoverinfo="skip")
     )
-    fig.add_trace(go.Scatter(x=x, y=value, name="estimate", mode="lines", line={"color": OBSERVED, "width": 2}))
+    # One step: the band has no width to fill, so show ±2σ as an error bar.
+    error = {"type": "data", "array": upper - value, "arrayminus": value - lower} if len(frame) == 1 else None
+    fig.add_trace(go.Scatter(x=x, y=value, name="estimate", mode=_mode(frame), marker={"size": 4},
+                             line={"color": OBSERVED, "width": 2}, error_y=error))
     truth = f"true_{name}"
     if truth in frame.columns and frame[truth].notna().any():
         fig.add_trace(
-            go.Scatter(x=x, y=frame[truth], name="true value", mode="lines",
+            go.Scatter(x=x, y=frame[truth], name="true value", mode=_mode(frame), marker={"size": 4},
                        line={"color": TRUTH, "width": 2, "dash": "dash", "shape": "hv"})
         )
     return _layout(fig, title, label)
