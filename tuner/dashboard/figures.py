@@ -65,7 +65,10 @@ def _layout(fig: go.Figure, title: str, y_title: str, *, height: int = 320) -> g
 def _empty(title: str, y_title: str) -> go.Figure:
     fig = go.Figure()
     fig.add_annotation(text="No steps yet: press Step", showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
-    return _layout(fig, title, y_title)
+    fig = _layout(fig, title, y_title)
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False)
+    return fig
 
 
 def observation_figure(history: pd.DataFrame, name: str, *, max_points: int = MAX_POINTS) -> go.Figure:
