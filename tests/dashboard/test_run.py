@@ -85,3 +85,12 @@ def test_scenario_table_errors_name_row_and_column(column: str, value: object, m
         scenario_from_table(table)
     with pytest.raises(ScenarioError, match="at least one phase"):
         scenario_from_table(table.iloc[0:0])
+
+
+def test_a_scenario_too_long_for_the_dashboard_is_refused() -> None:
+    from tuner.scenario import parse_scenario
+
+    huge = parse_scenario({"defaults": {"rpm": 35.2, "avg_tokens": 1024, "max_batch": 48, "alpha": 18, "beta": 1,
+                                        "noise": 0.05}, "phases": [{"steps": 100_001}]})
+    with pytest.raises(ScenarioError, match="at most 100,000"):
+        SimulatedSource.create(huge, 0)

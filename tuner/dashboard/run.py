@@ -16,6 +16,7 @@ import numpy as np
 
 from tuner.config import FilterConfig
 from tuner.environment import Environment
+from tuner.errors import ScenarioError
 from tuner.history import History
 from tuner.observers.offline import Trace
 from tuner.observers.simulated import SimulatedWindow, simulate
@@ -59,8 +60,6 @@ class SimulatedSource:
     @classmethod
     def create(cls, scenario: Scenario, seed: int) -> SimulatedSource:
         if scenario.total_steps > MAX_SIMULATED_STEPS:
-            from tuner.errors import ScenarioError
-
             raise ScenarioError(f"the scenario has {scenario.total_steps:,} steps; the dashboard runs at most "
                                 f"{MAX_SIMULATED_STEPS:,} (use `python -m tuner simulate`)")
         windows = tuple(simulate(scenario, np.random.default_rng(seed)))
