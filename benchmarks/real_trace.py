@@ -116,6 +116,23 @@ def model_limit(trace: Trace, from_step: int = 10) -> tuple[float, float, float,
     return float(mape[best]), float(a[best, 0]), float(b[best, 0]), float(constrained[best_ok]), float(a[best_ok, 0])
 
 
+FILTER_FILES = ("tuner/ekf.py", "tuner/tuner.py", "tuner/queueing.py", "tuner/config.py", "tuner/model.py")
+
+
+def filter_version() -> str:
+    """The last commit touching the filter's files, '+local changes' when they differ from it."""
+    import subprocess
+
+    try:
+        commit = subprocess.run(["git", "log", "-1", "--format=%h %cI", "--", *FILTER_FILES], cwd=REPO,
+                                capture_output=True, text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *FILTER_FILES], cwd=REPO,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return "unknown (no git)"
+    return (commit or "unknown") + (" + local changes" if dirty else "")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trace", type=Path, default=TRACE)
@@ -132,6 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     wait_ok = f.max_wait_ratio <= WAIT_RATIO_TARGET
     print(f"trace:  {args.trace.name} ({f.steps} windows, {trace.layout} layout)")
     print(f"config: {args.config or 'default (the seed demo config)'}")
+    print(f"filter: {filter_version()}")
     print(f"ITL MAPE, one step ahead, from step {args.from_step}: {f.itl_mape_pct:6.2f} %   "
           f"(target ≤ {ITL_MAPE_TARGET_PCT} %: {'met' if itl_ok else 'MISSED'})")
     print(f"ITL MAPE, one step ahead, all steps:       {f.itl_mape_all_pct:6.2f} %")
