@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tuner.errors import TraceError
 from tuner.observers.offline import ColumnMapping, TraceLayoutError, guess_mapping, header_columns, read_trace, to_csv
@@ -225,3 +227,39 @@ def test_blank_lines_are_ignored_but_keep_the_line_numbers() -> None:
     assert seed.line.tolist() == [2, 5] and seed.skipped == () and seed.data_rows == 2
     project = read_trace(PROJECT.replace(b"\n40", b"\n\n40"))
     assert project.line.tolist() == [2, 4] and project.skipped == ()
+
+
+_rows = st.lists(
+    st.tuples(
+        st.floats(0.01, 1e5), st.floats(1, 1e5), st.integers(1, 4096), st.floats(0, 4096),
+        st.floats(0, 1e6), st.floats(0.01, 1e4),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=40, deadline=None)
+@given(rows=_rows, layout=st.sampled_from(["project", "seed", "vllm"]), crlf=st.booleans(), bom=st.booleans())
+def test_every_layout_reads_back_what_was_written(
+    rows: list[tuple[float, float, int, float, float, float]], layout: str, crlf: bool, bom: bool
+) -> None:
+    if layout == "project":
+        lines = ["itl_ms,rpm,avg_tokens,max_batch,batch_size,wait_ms"]
+        lines += [f"{i!r},{r!r},{t!r},{b},{s!r},{w!r}" for r, t, b, s, w, i in rows]
+    elif layout == "seed":
+        lines = [f"{r!r},{t!r},{b},{s!r},{w!r},{i!r}" for r, t, b, s, w, i in rows]
+    else:
+        lines = ["RPM,tokens,avgConcurrency,maxConcurrency,avgWait,avgITL"]
+        lines += [f"{r!r},{t!r},{s!r},{b},{w / 1000!r},{i!r}" for r, t, b, s, w, i in rows]
+    text = ("\r\n" if crlf else "\n").join(lines)
+    trace = read_trace((("\ufeff" if bom else "") + text).encode())
+    assert trace.layout == layout and len(trace) == len(rows) and trace.skipped == ()
+    columns = list(zip(*rows, strict=True))
+    np.testing.assert_array_equal(trace.rpm, columns[0])
+    np.testing.assert_array_equal(trace.avg_tokens, columns[1])
+    np.testing.assert_array_equal(trace.max_batch, columns[2])
+    np.testing.assert_array_equal(trace.batch_size, columns[3])
+    np.testing.assert_allclose(trace.wait_ms, columns[4], rtol=1e-12, atol=1e-12)
+    np.testing.assert_array_equal(trace.itl_ms, columns[5])
+    assert trace.line.tolist() == list(range(2 if layout != "seed" else 1, len(rows) + (2 if layout != "seed" else 1)))
