@@ -176,6 +176,7 @@ def update(
     upper: Array | None = None,
     grid_above: float | None = None,
     grid_points: int = 25,
+    grid_rows: NDArray[np.bool_] | None = None,
     predict_rows: Callable[[NDArray[np.int64]], PredictU] | None = None,
 ) -> StepArrays:
     """Measurement update of a stack of filters whose prior is (u_prior, P_prior).
@@ -188,7 +189,7 @@ def update(
     keeping each variance below ``max_variance`` (n,) when given;
     ``lower``/``upper``: bounds on u (N, n) or None;
     ``grid_above``: NIS level above which the iterations start from :func:`grid_start`
-    (needs bounds); ``predict_rows(idx)``: h for the rows idx only (default: evaluate
+    (needs bounds; only in ``grid_rows`` when given); ``predict_rows(idx)``: h for the rows idx only (default: evaluate
     all rows and keep those).
     """
     N, n = u_prior.shape
@@ -215,6 +216,8 @@ def update(
     u_i, z_i, H_i = u_prior, z_pred, H
     if grid_above is not None and lower is not None and upper is not None:
         far = nis > grid_above
+        if grid_rows is not None:
+            far &= grid_rows
         if far.any():
             # Multi-start: Gauss-Newton from the prior and the best grid points, keep the best.
             idx = np.flatnonzero(far)
@@ -323,8 +326,18 @@ def gauss_newton(
             target = np.clip(target, lower[a], upper[a])
         step = target - u[a]
         done = ~(np.abs(step) > GN_TOLERANCE * sd[a]).any(axis=-1)
+        if done.any():
+            # A small step is taken only if it does not raise the MAP cost (a clipped or
+            # far-off linearization can point the wrong way); otherwise keep iterating.
+            d = np.flatnonzero(done)
+            z_t = predict_rows(a[d])(target[d])
+            cost_t = map_cost(z_t, target[d], z[a[d]], u_prior[a[d]], P_prior[a[d]], variance, factor[a[d]])
+            done[d[~(cost_t <= cost[a[d]])]] = False
         if i == iterations - 1:
-            done[:] = True
+            # Out of iterations: the line-searched point stands where the step is not small.
+            u_post[a[~done]] = u[a[~done]]
+            u_post[a[done]] = target[done]
+            break
         u_post[a[done]] = target[done]
         active, step = a[~done], step[~done]
         if active.size == 0:

@@ -27,6 +27,8 @@ GATE_PATIENCE = 3
 """Consecutive gated steps after which the filter accepts the data as a regime change."""
 INFLATE_TARGET = 0.9
 """NIS quantile the inflation brings the innovation down to (the least inflation that makes it plausible)."""
+GRID_STEPS = 5
+"""Filters search the grid only during their first accepted steps (start-up, far from the data)."""
 GRID_PROBABILITY = 0.9999
 """NIS quantile above which the update first searches a grid over the bounds."""
 FLOOR_FRACTION = 0.01
@@ -275,6 +277,7 @@ class FilterBank:
                 lower=lower,
                 upper=upper,
                 grid_above=self._grid_above,
+                grid_rows=self.accepted_count[r] < GRID_STEPS,
                 predict_rows=predict_rows,
             )
             ok = np.ones(vidx.size, dtype=bool)
