@@ -33,8 +33,8 @@ Variance = Callable[[Array, Array], Array]
 
 JACOBIAN_STEP = 1e-6
 MAX_INFLATION = 1e6
-GN_TOLERANCE = 0.05
-"""Gauss-Newton stops once no step exceeds this fraction of the prior σ (the linearization is then exact enough)."""
+LINEARITY_TOLERANCE = 0.1
+"""A Gauss-Newton step is final once h at its target misses the linear prediction by less than this many σ."""
 GRID_CHUNK_ROWS = 32
 """Rows searched together by :func:`grid_start` (bounds its memory: G·rows·B floats)."""
 
@@ -306,15 +306,14 @@ def gauss_newton(
 
     Returns (u_post, z_lin, H_lin): the estimate and the last linearization, h and its
     Jacobian, from which the gain and covariance follow. Each filter runs on its own:
-    once its Gauss-Newton step is below GN_TOLERANCE of its prior σ the linearization
-    is good enough, it takes that step and stops; otherwise the step is backtracked
-    (halved) until the MAP cost does not increase, h is linearized again at the new
-    point, and so on, ``iterations`` times at most. Only running filters evaluate h
+    once h at its Gauss-Newton target matches the linearization (see
+    LINEARITY_TOLERANCE) and the MAP cost did not rise, it takes that step and stops;
+    otherwise the step is backtracked (halved) until the MAP cost does not increase, h
+    is linearized again at the new point, and so on, ``iterations`` times at most. Only running filters evaluate h
     (``predict_rows(idx)`` is h for the rows idx).
     """
     u, z_u, H = u.copy(), z_u.copy(), H.copy()
     u_post = u.copy()
-    sd = np.sqrt(np.diagonal(P_prior, axis1=-2, axis2=-1))
     active = np.arange(u.shape[0])
     cost = map_cost(z_u, u, z, u_prior, P_prior, variance, factor)
     for i in range(iterations):
@@ -325,14 +324,16 @@ def gauss_newton(
         if lower is not None and upper is not None:
             target = np.clip(target, lower[a], upper[a])
         step = target - u[a]
-        done = ~(np.abs(step) > GN_TOLERANCE * sd[a]).any(axis=-1)
-        if done.any():
-            # A small step is taken only if it does not raise the MAP cost (a clipped or
-            # far-off linearization can point the wrong way); otherwise keep iterating.
-            d = np.flatnonzero(done)
-            z_t = predict_rows(a[d])(target[d])
-            cost_t = map_cost(z_t, target[d], z[a[d]], u_prior[a[d]], P_prior[a[d]], variance, factor[a[d]])
-            done[d[~(cost_t <= cost[a[d]])]] = False
+        # The step is final when h at the target is what the linearization promised
+        # (within LINEARITY_TOLERANCE of each observation's σ) and the MAP cost did not
+        # rise; otherwise it is backtracked and h linearized again where it lands.
+        z_t = predict_rows(a)(target)
+        promised = z_u[a] + np.einsum("...ij,...j->...i", H[a], step)
+        sigma = np.sqrt(variance(z_u[a], z[a]) * factor[a])
+        with np.errstate(invalid="ignore"):
+            linear = (np.abs(z_t - promised) <= LINEARITY_TOLERANCE * sigma).all(axis=-1)
+        cost_t = map_cost(z_t, target, z[a], u_prior[a], P_prior[a], variance, factor[a])
+        done = linear & (cost_t <= cost[a])
         if i == iterations - 1:
             # Out of iterations: the line-searched point stands where the step is not small.
             u_post[a[~done]] = u[a[~done]]

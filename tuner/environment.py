@@ -36,6 +36,10 @@ class Environment:
 
     def invalid_reasons(self) -> list[str | None]:
         """Per entry (arrays) or for the one window (scalars): why it cannot be used, or None."""
+        values = [getattr(self, f.name) for f in fields(self)]
+        if all(isinstance(v, (int, float)) for v in values):  # one window: no arrays needed
+            row = {f.name: float(v) for f, v in zip(fields(self), values, strict=True)}
+            return [_reason(row) if _unusable(row) else None]
         cols = {f.name: np.atleast_1d(np.asarray(getattr(self, f.name), dtype=float)) for f in fields(self)}
         size = max(v.size for v in cols.values())
         cols = {k: np.broadcast_to(v, (size,)) for k, v in cols.items()}
@@ -63,6 +67,18 @@ class Environment:
 
     def to_dict(self) -> dict[str, float]:
         return {f.name: float(getattr(self, f.name)) for f in fields(self)}
+
+
+def _unusable(row: dict[str, float]) -> bool:
+    finite = all(math.isfinite(row[k]) for k in ("rpm", "avg_tokens", "max_batch", "wait_ms", "itl_ms"))
+    return not (
+        finite
+        and row["rpm"] > 0
+        and row["avg_tokens"] > 0
+        and row["max_batch"] >= 1
+        and row["wait_ms"] >= 0
+        and row["itl_ms"] > 0
+    )
 
 
 def _reason(row: dict[str, float]) -> str:

@@ -50,23 +50,21 @@ class QueueMetrics:
 
 
 def _log_geometric_sum(u: NDArray[np.float64], m: NDArray[np.float64]) -> NDArray[np.float64]:
-    """log Σ_{j=0..m} e^{u·j}, stable for any sign and size of u."""
+    """log Σ_{j=0..m} e^{u·j}, stable for any sign and size of u (call under np.errstate)."""
     a = np.abs(u)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        # For a > 0: Σ e^{-a j} = (1 − e^{−a(m+1)}) / (1 − e^{−a}).
-        decreasing = np.log(-np.expm1(-a * (m + 1))) - np.log(-np.expm1(-a))
+    # For a > 0: Σ e^{-a j} = (1 − e^{−a(m+1)}) / (1 − e^{−a}) (a = 0 is replaced below).
+    decreasing = np.log(-np.expm1(-a * (m + 1))) - np.log(-np.expm1(-a))
     decreasing = np.where(a == 0.0, np.log(m + 1), decreasing)
     # For u > 0 factor out the largest term e^{u·m}.
     return np.where(u > 0, u * m + decreasing, decreasing)
 
 
 def _geometric_mean_index(u: NDArray[np.float64], m: NDArray[np.float64]) -> NDArray[np.float64]:
-    """E[j] for weights e^{u·j}, j = 0..m (the mean of a truncated geometric law)."""
+    """E[j] for weights e^{u·j}, j = 0..m, the mean of a truncated geometric law (under np.errstate)."""
     a = np.abs(u)
     am = a * m
-    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        # Mean for the decreasing law e^{-a j}: 1/(e^a − 1) − (m+1)/(e^{a(m+1)} − 1).
-        closed = 1.0 / np.expm1(a) - (m + 1) / np.expm1(a * (m + 1))
+    # Mean for the decreasing law e^{-a j}: 1/(e^a − 1) − (m+1)/(e^{a(m+1)} − 1).
+    closed = 1.0 / np.expm1(a) - (m + 1) / np.expm1(a * (m + 1))
     # Taylor series in a, accurate where the closed form cancels (a·m small).
     mp1 = m + 1
     series = m / 2 - a * m * (m + 2) / 12 + a**3 * (mp1**4 - 1) / 720
@@ -99,10 +97,11 @@ def solve_queue(
     lam = r / 60000.0
     width = int(big_b.max()) if big_b.size else 1
     rows = max(1, _BLOCK_ELEMENTS // width)
-    parts = [
-        _solve_rows(a[i : i + rows], b[i : i + rows], lam[i : i + rows], t[i : i + rows], big_b[i : i + rows])
-        for i in range(0, max(a.size, 1), rows)
-    ]
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):  # the geometric sums' edge cases
+        parts = [
+            _solve_rows(a[i : i + rows], b[i : i + rows], lam[i : i + rows], t[i : i + rows], big_b[i : i + rows])
+            for i in range(0, max(a.size, 1), rows)
+        ]
     out = [np.concatenate(column).reshape(shape) for column in zip(*parts, strict=True)]
     return QueueMetrics(*out)
 

@@ -114,6 +114,7 @@ class FilterBank:
         self._inflate_above = float(chi2.ppf(INFLATE_PROBABILITY, m)) if config.adaptive else None
         self._inflate_target = float(chi2.ppf(INFLATE_TARGET, m)) if config.adaptive else None
         self._floor = np.asarray(config.expected_observations)
+        self._noise_s = config.noise_scale
         self._grid_above = float(chi2.ppf(GRID_PROBABILITY, m)) if config.adaptive else None
         self.u = np.empty((0, n))
         self.P = np.empty((0, n, n))
@@ -149,9 +150,9 @@ class FilterBank:
         does not make itself look plausible by inflating its own noise.
         """
         if not self.config.relative_noise:
-            return np.broadcast_to((self.config.noise_scale * self._floor) ** 2, np.shape(z_hat)).copy()
-        size = np.minimum(np.abs(np.nan_to_num(z_hat, nan=0.0, posinf=np.inf)), np.abs(z))
-        return (self.config.noise_scale * (size + FLOOR_FRACTION * self._floor)) ** 2
+            return np.broadcast_to((self._noise_s * self._floor) ** 2, np.shape(z_hat)).copy()
+        size = np.fmin(np.abs(z_hat), np.abs(z))  # fmin: a NaN prediction falls back to z
+        return (self._noise_s * (size + FLOOR_FRACTION * self._floor)) ** 2
 
     def noise_scale_factor(self, rows: Any = slice(None)) -> Array:
         """Learned multiplier (≥ 1) of the configured observation variance, (N, m)."""
