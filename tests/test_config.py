@@ -186,3 +186,16 @@ def test_file_errors_are_prefixed_with_the_path(tmp_path):
     path.write_text(json.dumps(_mutate(("modelData", "minState"), [0.1, 0.001, 0.5])))
     with pytest.raises(ConfigError, match=r"c\.json: modelData\.minState has 3 values but initState has 2"):
         load_config(path)
+
+
+def test_nis_gate_true_means_the_975_level_and_false_disables_it():
+    from tuner.config import default_config, parse_config
+
+    mapping = default_config().to_mapping()
+    mapping["filterData"]["nisGate"] = True
+    assert parse_config(mapping).nis_gate == 0.975
+    mapping["filterData"]["nisGate"] = False
+    assert parse_config(mapping).nis_gate is None
+    mapping["filterData"]["nisGate"] = 1.5
+    with pytest.raises(ConfigError, match=r"filterData\.nisGate"):
+        parse_config(mapping)

@@ -25,6 +25,8 @@ from numpy.typing import NDArray
 from tuner.errors import ConfigError
 
 STATE_SPACES = ("log", "linear")
+DEFAULT_GATE = 0.975
+"""The NIS gate's chi-square probability when ``nisGate`` is simply true."""
 
 
 @dataclass(frozen=True)
@@ -59,7 +61,7 @@ class FilterConfig:
     iterations: int = 3
     """Gauss-Newton iterations of the update (1 = the plain EKF)."""
     nis_gate: float | None = None
-    """Reject updates whose NIS exceeds this chi-square probability (e.g. 0.975); None disables."""
+    """Reject updates whose NIS exceeds this chi-square probability; ``nisGate: true`` means 0.975; None disables."""
     gate_warmup: int = 10
     """Accepted steps before the gate starts rejecting."""
     relative_noise: bool = True
@@ -166,8 +168,12 @@ def parse_config(data: Any, n_observations: int = 2) -> FilterConfig:
     if isinstance(iterations, bool) or not isinstance(iterations, int) or not 1 <= iterations <= 20:
         raise ConfigError(f"filterData.iterations must be an integer from 1 to 20, got {iterations!r}")
     nis_gate = fd.get("nisGate")
+    if nis_gate is True:
+        nis_gate = DEFAULT_GATE
+    elif nis_gate is False:
+        nis_gate = None
     if nis_gate is not None:
-        nis_gate = _number(fd, "filterData", "nisGate")
+        nis_gate = _number({"nisGate": nis_gate}, "filterData", "nisGate")
         if not 0 < nis_gate < 1:
             raise ConfigError(f"filterData.nisGate is a probability strictly between 0 and 1, got {nis_gate!r}")
     gate_warmup = fd.get("gateWarmup", 10)
