@@ -45,6 +45,7 @@ def runs(tmp_path_factory) -> dict[str, tuple[subprocess.CompletedProcess, Path 
         "jsonl4": (["--format", "jsonl", "--seed", "4"], None),
         "csv3": (["--format", "csv", "--seed", "3"], None),
         "table3": (["--format", "table", "--seed", "3"], None),
+        "des3": (["--format", "jsonl", "--seed", "3", "--simulator", "discrete-event"], None),
         "missing-scenario": (["--scenario", str(tmp / "none.yaml")], tmp / "none.yaml"),
     }
     good = tmp / "good.yaml"
@@ -162,3 +163,14 @@ def test_missing_scenario_file(runs):
 def test_bad_config_file_exits_2_with_one_line(runs, name):
     result, path = runs[f"config:{name}"]
     _assert_one_line_error(result, str(path), BAD_CONFIGS[name][1])
+
+
+def test_discrete_event_simulator_gives_its_own_windows(runs, jsonl_seed3):
+    proc, _ = runs["des3"]
+    assert proc.returncode == 0, proc.stderr
+    rows = [json.loads(line) for line in proc.stdout.splitlines()]
+    analytic = [json.loads(line) for line in jsonl_seed3.stdout.splitlines()]
+    assert len(rows) == 60
+    assert [r["true_alpha"] for r in rows] == [r["true_alpha"] for r in analytic]
+    assert [r["observed"]["itl_ms"] for r in rows] != [r["observed"]["itl_ms"] for r in analytic]
+    assert all(r["observed"]["itl_ms"] > 0 for r in rows)

@@ -19,6 +19,7 @@ from typing import Any, TextIO
 import numpy as np
 
 from tuner.config import FilterConfig, default_config, load_config
+from tuner.emulator.simulation import simulate_windows
 from tuner.errors import TunerError
 from tuner.observers.simulated import simulate
 from tuner.scenario import load_scenario, seed_scenario
@@ -94,7 +95,8 @@ def cmd_simulate(args: argparse.Namespace) -> None:
     scenario = load_scenario(args.scenario) if args.scenario else seed_scenario()
     tuner = Tuner(_config(args.config))
     rng = np.random.default_rng(args.seed)
-    windows = ((w.env, w) for w in simulate(scenario, rng))
+    source = simulate_windows(scenario, rng) if args.simulator == "discrete-event" else simulate(scenario, rng)
+    windows = ((w.env, w) for w in source)
     rows = step_rows(tuner, windows, lambda w: {"true_alpha": w.true_alpha, "true_beta": w.true_beta})
     write_rows(rows, args.format, sys.stdout)
 
@@ -176,13 +178,21 @@ def cmd_online(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tuner", description="Tune alpha/beta of an LLM server's queueing model.")
+    parser = argparse.ArgumentParser(
+        prog="python -m tuner", description="Tune alpha/beta of an LLM server's queueing model."
+    )
     sub = parser.add_subparsers(dest="command", required=True)
 
     sim = sub.add_parser("simulate", help="tune against the simulated observer")
     sim.add_argument("--scenario", help="scenario YAML (default: the seed's 3-phase demo)")
     sim.add_argument("--config", help="tuner configuration, JSON or YAML (default: the seed's)")
     sim.add_argument("--seed", type=int, default=0, help="random seed of the observation noise")
+    sim.add_argument(
+        "--simulator",
+        choices=("analytic", "discrete-event"),
+        default="analytic",
+        help="analytic queue plus uniform noise (default), or a discrete-event continuous-batching server",
+    )
     sim.add_argument("--format", choices=FORMATS, default="table")
     sim.set_defaults(func=cmd_simulate)
 

@@ -43,8 +43,14 @@ class ObservationModel:
     """Per server: why its environment cannot be used, or None."""
 
 
+MIN_PARAMETER_MS = 1e-9
+"""alpha and beta are read as at least this: an unbounded linear-space filter may try
+a negative value on its way, where the queue has no meaning."""
+
+
 def predict_queue(x: NDArray[np.float64], env: Environment) -> NDArray[np.float64]:
     """The queueing model: x = [alpha, beta] (ms) → z = [wait_ms, itl_ms]."""
+    x = np.maximum(x, MIN_PARAMETER_MS)
     metrics = solve_queue(x[..., 0], x[..., 1], env.rpm, env.avg_tokens, env.max_batch)
     return np.stack([metrics.wait_ms, metrics.itl_ms], axis=-1)
 

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from tuner.config import FilterConfig
+from tuner.emulator.simulation import simulate_windows
 from tuner.environment import Environment
 from tuner.errors import ScenarioError
 from tuner.history import History
@@ -48,6 +49,11 @@ def _operating_point(env: Environment) -> dict[str, float]:
     }
 
 
+SIMULATORS = ("analytic", "discrete-event")
+"""analytic: the queue's steady state plus uniform noise; discrete-event: a simulated
+continuous-batching server, one-minute windows (realistic noise and model mismatch)."""
+
+
 @dataclass(frozen=True)
 class SimulatedSource:
     """The windows of a scenario, drawn once from ``numpy.random.default_rng(seed)``."""
@@ -56,14 +62,22 @@ class SimulatedSource:
     seed: int
     windows: tuple[SimulatedWindow, ...]
     label: str = "simulation"
+    simulator: str = "analytic"
 
     @classmethod
-    def create(cls, scenario: Scenario, seed: int) -> SimulatedSource:
+    def create(cls, scenario: Scenario, seed: int, simulator: str = "analytic") -> SimulatedSource:
         if scenario.total_steps > MAX_SIMULATED_STEPS:
             raise ScenarioError(f"the scenario has {scenario.total_steps:,} steps; the dashboard runs at most "
                                 f"{MAX_SIMULATED_STEPS:,} (use `python -m tuner simulate`)")
-        windows = tuple(simulate(scenario, np.random.default_rng(seed)))
-        return cls(scenario, seed, windows, f"scenario of {len(windows)} steps, seed {seed}")
+        rng = np.random.default_rng(seed)
+        if simulator == "discrete-event":
+            windows = tuple(simulate_windows(scenario, rng))
+        elif simulator == "analytic":
+            windows = tuple(simulate(scenario, rng))
+        else:
+            raise ScenarioError(f"unknown simulator {simulator!r}; choose one of {', '.join(SIMULATORS)}")
+        label = f"{simulator} scenario of {len(windows)} steps, seed {seed}"
+        return cls(scenario, seed, windows, label, simulator)
 
     def __len__(self) -> int:
         return len(self.windows)

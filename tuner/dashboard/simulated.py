@@ -10,7 +10,7 @@ import streamlit as st
 import yaml
 
 from tuner.dashboard import components as ui
-from tuner.dashboard.run import Run, SimulatedSource
+from tuner.dashboard.run import SIMULATORS, Run, SimulatedSource
 from tuner.errors import ScenarioError
 from tuner.scenario import KEYS, Scenario, parse_scenario, seed_scenario
 
@@ -70,11 +70,13 @@ def scenario_from_table(table: pd.DataFrame) -> Scenario:
     return parse_scenario({"phases": phases}, "scenario table")
 
 
-def _apply(scenario: Scenario, seed: int) -> None:
+def _apply(scenario: Scenario, seed: int, simulator: str | None = None) -> None:
+    simulator = simulator or st.session_state.get(ui.key(NS, "simulator"), "analytic")
     config = ui.get_config(NS)
-    ui.set_run(NS, Run(config, SimulatedSource.create(scenario, seed)))
+    ui.set_run(NS, Run(config, SimulatedSource.create(scenario, seed, simulator)))
     st.session_state[ui.key(NS, "scenario")] = scenario
     st.session_state[ui.key(NS, "seed")] = seed
+    st.session_state[ui.key(NS, "simulator")] = simulator
 
 
 def _scenario_editor() -> None:
@@ -100,6 +102,13 @@ def _scenario_editor() -> None:
                 "noise": st.column_config.NumberColumn("noise", min_value=0.0, max_value=0.99, format="%.3g"),
             },
         )
+        simulator = st.radio(
+            "Simulator", SIMULATORS, horizontal=True, key=ui.key(NS, "simulator_input"),
+            index=SIMULATORS.index(st.session_state.get(ui.key(NS, "simulator"), "analytic")),
+            help="analytic: the queue's steady state plus the phase's uniform noise. discrete-event: a simulated "
+                 "continuous-batching server (Poisson arrivals, geometric output lengths, one-minute windows): "
+                 "realistic noise and model mismatch; the phase's noise is not used.",
+        )
         cols = st.columns([1, 1, 1], vertical_alignment="bottom")
         seed = cols[0].number_input("Random seed", min_value=0, max_value=2**32 - 1, step=1,
                                     value=int(st.session_state[ui.key(NS, "seed")]), key=ui.key(NS, "seed_input"))
@@ -110,17 +119,21 @@ def _scenario_editor() -> None:
             problem, edited = str(exc), None
         if problem:
             st.error(problem, icon="⚠️")
-        changed = edited is not None and (edited != applied or int(seed) != st.session_state[ui.key(NS, "seed")])
+        changed = edited is not None and (
+            edited != applied
+            or int(seed) != st.session_state[ui.key(NS, "seed")]
+            or simulator != st.session_state.get(ui.key(NS, "simulator"), "analytic")
+        )
         if cols[1].button("Apply scenario and seed", key=ui.key(NS, "apply_scenario"),
                           disabled=problem is not None or not changed, help="Restarts the run"):
-            _apply(edited, int(seed))
+            _apply(edited, int(seed), simulator)
             st.rerun()
         if cols[2].button("Seed's 3-phase demo", key=ui.key(NS, "demo")):
-            _apply(seed_scenario(), 0)
+            _apply(seed_scenario(), 0, "analytic")
             st.session_state[version_key] = version + 1
             st.rerun()
         if changed:
-            st.info("Edited: press Apply to restart the run with this scenario and seed.")
+            st.info("Edited: press Apply to restart the run with this scenario, seed and simulator.")
         up, down = st.columns(2)
         uploaded = up.file_uploader("Load a scenario file (YAML)", type=["yaml", "yml", "json"],
                                     key=ui.key(NS, "scenario_upload"))
