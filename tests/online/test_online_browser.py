@@ -3,64 +3,21 @@ see every server, and let the fragment's auto-refresh step the tuner without any
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import time
-import urllib.request
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
+from tests.browser import CHROMIUM, CHROMIUM_ARGS, ROOT, TIMEOUT_MS, require_chromium, streamlit_app
 from tests.online.conftest import SPEEDUP, WINDOW, Stack
-from tests.online.promstack import free_port
 
 pytestmark = [pytest.mark.browser, pytest.mark.prometheus]
 
-ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync"]  # fmt: skip
-TIMEOUT_MS = 60_000
-
-
 @pytest.fixture(scope="module")
 def streamlit_url(stack: Stack, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    if not CHROMIUM.exists():
-        pytest.skip("Debian's chromium is not installed at /usr/bin/chromium (apt-get install chromium)")
-    port = free_port()
+    require_chromium()
     log_path = tmp_path_factory.mktemp("streamlit") / "streamlit.log"
-    command = [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(port),
-               "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-               "--server.fileWatcherType", "none"]  # fmt: skip
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "PROMETHEUS_ADDRESS": stack.prometheus.url}
-    env.pop("TOKEN", None)
-    with log_path.open("w") as out:
-        proc = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT, env=env)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"streamlit exited with {proc.returncode}: {log_path.read_text()[-2000:]}")
-            try:
-                with urllib.request.urlopen(f"{url}/_stcore/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"streamlit did not answer on {url} within 60 s")
-            time.sleep(0.3)
+    with streamlit_app(log_path, {"PROMETHEUS_ADDRESS": stack.prometheus.url, "TOKEN": ""}) as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def test_online_page_in_a_real_browser_refreshes_by_itself(streamlit_url: str) -> None:
