@@ -175,7 +175,7 @@ def update(
     lower: Array | None = None,
     upper: Array | None = None,
     grid_above: float | None = None,
-    grid_points: int = 25,
+    grid_points: int = 15,
     grid_rows: NDArray[np.bool_] | None = None,
     predict_rows: Callable[[NDArray[np.int64]], PredictU] | None = None,
 ) -> StepArrays:
