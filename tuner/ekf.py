@@ -35,7 +35,7 @@ JACOBIAN_STEP = 1e-6
 MAX_INFLATION = 1e6
 LINEARITY_TOLERANCE = 0.1
 """A Gauss-Newton step is final once h at its target misses the linear prediction by less than this many σ."""
-GRID_CHUNK_ROWS = 32
+GRID_CHUNK_ROWS = 256
 """Rows searched together by :func:`grid_start` (bounds its memory: G·rows·B floats)."""
 
 
