@@ -24,6 +24,7 @@ import numpy as np
 
 from tuner.emulator.exposition import CONTENT_TYPE, ITL_METRICS, ServerLabels, render_metrics
 from tuner.emulator.simulation import ServerParams, ServerSim
+from tuner.http_server import QuietHTTPServer
 from tuner.scenario import Scenario
 
 CONTROL_KEYS = {
@@ -213,6 +214,6 @@ def make_handler(emulator: Emulator) -> type[BaseHTTPRequestHandler]:
 
 def serve(emulator: Emulator, host: str = "127.0.0.1", port: int = 8000) -> ThreadingHTTPServer:
     """An HTTP server bound to (host, port) (port 0: a free one); call ``serve_forever`` on it."""
-    httpd = ThreadingHTTPServer((host, port), make_handler(emulator))
+    httpd = QuietHTTPServer((host, port), make_handler(emulator))
     httpd.daemon_threads = True
     return httpd

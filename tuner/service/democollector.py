@@ -21,12 +21,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 import numpy as np
 
 from tuner.environment import Environment
+from tuner.http_server import QuietHTTPServer
 from tuner.observers.simulated import simulate
 from tuner.queueing import capacity_rpm, solve_queue
 from tuner.scenario import parse_scenario
@@ -154,7 +155,7 @@ class DemoCollector:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        self._server = QuietHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
         self.host, self.port = self._server.server_address[:2]
         self._thread: threading.Thread | None = None
