@@ -178,6 +178,7 @@ def update(
     grid_points: int = 15,
     grid_rows: NDArray[np.bool_] | None = None,
     predict_rows: Callable[[NDArray[np.int64]], PredictU] | None = None,
+    trust_below: float | None = None,
 ) -> StepArrays:
     """Measurement update of a stack of filters whose prior is (u_prior, P_prior).
 
@@ -189,7 +190,9 @@ def update(
     keeping each variance below ``max_variance`` (n,) when given;
     ``lower``/``upper``: bounds on u (N, n) or None;
     ``grid_above``: NIS level above which the iterations start from :func:`grid_start`
-    (needs bounds; only in ``grid_rows`` when given); ``predict_rows(idx)``: h for the rows idx only (default: evaluate
+    (needs bounds; only in ``grid_rows`` when given);
+    ``trust_below``: NIS level below which the first Gauss-Newton step is taken without
+    checking the linearization (None: always check); ``predict_rows(idx)``: h for the rows idx only (default: evaluate
     all rows and keep those).
     """
     N, n = u_prior.shape
@@ -270,8 +273,11 @@ def update(
         if lower is not None and upper is not None:
             u_post = np.clip(u_post, lower, upper)
     else:
+        # An unsurprising innovation (NIS within its typical range, and no multi-start)
+        # is a small step where the linearization holds: the plain EKF step is taken as is.
+        trusted = (nis <= trust_below) & (u_i == u_prior).all(axis=-1) if trust_below is not None else None
         u_post, z_i, H_i = gauss_newton(
-            predict_rows, u_i, z_i, H_i, u_prior, P_prior, z, variance, factor, lower, upper, iterations
+            predict_rows, u_i, z_i, H_i, u_prior, P_prior, z, variance, factor, lower, upper, iterations, trusted
         )
         K, R_i = _gain(H_i, P_prior, _diag(variance(z_i, z) * factor))
     A = eye - K @ H_i
@@ -301,6 +307,7 @@ def gauss_newton(
     lower: Array | None,
     upper: Array | None,
     iterations: int,
+    trusted: NDArray[np.bool_] | None = None,
 ) -> tuple[Array, Array, Array]:
     """Iterated-EKF steps from ``u`` (linearized as z_u, H) towards the MAP estimate.
 
@@ -310,7 +317,8 @@ def gauss_newton(
     LINEARITY_TOLERANCE) and the MAP cost did not rise, it takes that step and stops;
     otherwise the step is backtracked (halved) until the MAP cost does not increase, h
     is linearized again at the new point, and so on, ``iterations`` times at most. Only running filters evaluate h
-    (``predict_rows(idx)`` is h for the rows idx).
+    (``predict_rows(idx)`` is h for the rows idx). ``trusted`` rows take their first
+    step without the check.
     """
     u, z_u, H = u.copy(), z_u.copy(), H.copy()
     u_post = u.copy()
@@ -327,13 +335,16 @@ def gauss_newton(
         # The step is final when h at the target is what the linearization promised
         # (within LINEARITY_TOLERANCE of each observation's σ) and the MAP cost did not
         # rise; otherwise it is backtracked and h linearized again where it lands.
-        z_t = predict_rows(a)(target)
-        promised = z_u[a] + np.einsum("...ij,...j->...i", H[a], step)
-        sigma = np.sqrt(variance(z_u[a], z[a]) * factor[a])
-        with np.errstate(invalid="ignore"):
-            linear = (np.abs(z_t - promised) <= LINEARITY_TOLERANCE * sigma).all(axis=-1)
-        cost_t = map_cost(z_t, target, z[a], u_prior[a], P_prior[a], variance, factor[a])
-        done = linear & (cost_t <= cost[a])
+        done = np.zeros(a.size, dtype=bool) if trusted is None or i > 0 else trusted[a].copy()
+        c = np.flatnonzero(~done)
+        if c.size:
+            z_t = predict_rows(a[c])(target[c])
+            promised = z_u[a[c]] + np.einsum("...ij,...j->...i", H[a[c]], step[c])
+            sigma = np.sqrt(variance(z_u[a[c]], z[a[c]]) * factor[a[c]])
+            with np.errstate(invalid="ignore"):
+                linear = (np.abs(z_t - promised) <= LINEARITY_TOLERANCE * sigma).all(axis=-1)
+            cost_t = map_cost(z_t, target[c], z[a[c]], u_prior[a[c]], P_prior[a[c]], variance, factor[a[c]])
+            done[c] = linear & (cost_t <= cost[a[c]])
         if i == iterations - 1:
             # Out of iterations: the line-searched point stands where the step is not small.
             u_post[a[~done]] = u[a[~done]]

@@ -27,6 +27,8 @@ GATE_PATIENCE = 3
 """Consecutive gated steps after which the filter accepts the data as a regime change."""
 INFLATE_TARGET = 0.9
 """NIS quantile the inflation brings the innovation down to (the least inflation that makes it plausible)."""
+TRUST_PROBABILITY = 0.9
+"""NIS quantile below which the update's first step needs no linearization check."""
 GRID_STEPS = 5
 """Filters search the grid only during their first accepted steps (start-up, far from the data)."""
 GRID_PROBABILITY = 0.9999
@@ -116,6 +118,7 @@ class FilterBank:
         self._floor = np.asarray(config.expected_observations)
         self._noise_s = config.noise_scale
         self._grid_above = float(chi2.ppf(GRID_PROBABILITY, m)) if config.adaptive else None
+        self._trust_below = float(chi2.ppf(TRUST_PROBABILITY, m))
         self.u = np.empty((0, n))
         self.P = np.empty((0, n, n))
         self.noise_log_scale = np.empty((0, m))  # log of the learned multiplier of R, per observation
@@ -280,6 +283,7 @@ class FilterBank:
                 grid_above=self._grid_above,
                 grid_rows=self.accepted_count[r] < GRID_STEPS,
                 predict_rows=predict_rows,
+                trust_below=self._trust_below,
             )
             ok = np.ones(vidx.size, dtype=bool)
             if self._gate is not None:
