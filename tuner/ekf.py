@@ -246,7 +246,7 @@ def update(
             rep = np.tile(idx, C)  # candidate c of far row j sits at c·len(idx) + j
             u0 = starts.reshape(-1, n)
             z0, H0 = jacobian(predict_rows(rep), u0)
-            uc, _, _ = gauss_newton(
+            uc, _, _, _ = gauss_newton(
                 lambda sub: predict_rows(rep[sub]),
                 u0,
                 z0,
@@ -276,10 +276,10 @@ def update(
         # An unsurprising innovation (NIS within its typical range, and no multi-start)
         # is a small step where the linearization holds: the plain EKF step is taken as is.
         trusted = (nis <= trust_below) & (u_i == u_prior).all(axis=-1) if trust_below is not None else None
-        u_post, z_i, H_i = gauss_newton(
+        u_post, z_i, H_i, K = gauss_newton(
             predict_rows, u_i, z_i, H_i, u_prior, P_prior, z, variance, factor, lower, upper, iterations, trusted
         )
-        K, R_i = _gain(H_i, P_prior, _diag(variance(z_i, z) * factor))
+        R_i = _diag(variance(z_i, z) * factor)
     A = eye - K @ H_i
     P_post = _symmetric(A @ P_prior @ np.swapaxes(A, -1, -2) + K @ R_i @ np.swapaxes(K, -1, -2))
 
@@ -308,11 +308,11 @@ def gauss_newton(
     upper: Array | None,
     iterations: int,
     trusted: NDArray[np.bool_] | None = None,
-) -> tuple[Array, Array, Array]:
+) -> tuple[Array, Array, Array, Array]:
     """Iterated-EKF steps from ``u`` (linearized as z_u, H) towards the MAP estimate.
 
-    Returns (u_post, z_lin, H_lin): the estimate and the last linearization, h and its
-    Jacobian, from which the gain and covariance follow. Each filter runs on its own:
+    Returns (u_post, z_lin, H_lin, K): the estimate, the last linearization (h and its
+    Jacobian) and the Kalman gain there, from which the covariance follows. Each filter runs on its own:
     once h at its Gauss-Newton target matches the linearization (see
     LINEARITY_TOLERANCE) and the MAP cost did not rise, it takes that step and stops;
     otherwise the step is backtracked (halved) until the MAP cost does not increase, h
@@ -322,11 +322,13 @@ def gauss_newton(
     """
     u, z_u, H = u.copy(), z_u.copy(), H.copy()
     u_post = u.copy()
+    gain = np.zeros(u.shape + z.shape[-1:])
     active = np.arange(u.shape[0])
-    cost = map_cost(z_u, u, z, u_prior, P_prior, variance, factor)
+    cost = np.full(u.shape[0], np.nan)  # MAP cost at u, computed where a check needs it
     for i in range(iterations):
         a = active
         K, _ = _gain(H[a], P_prior[a], _diag(variance(z_u[a], z[a]) * factor[a]))
+        gain[a] = K
         y = z[a] - z_u[a] - np.einsum("...ij,...j->...i", H[a], u_prior[a] - u[a])
         target = u_prior[a] + np.einsum("...ij,...j->...i", K, y)
         if lower is not None and upper is not None:
@@ -338,13 +340,19 @@ def gauss_newton(
         done = np.zeros(a.size, dtype=bool) if trusted is None or i > 0 else trusted[a].copy()
         c = np.flatnonzero(~done)
         if c.size:
-            z_t = predict_rows(a[c])(target[c])
-            promised = z_u[a[c]] + np.einsum("...ij,...j->...i", H[a[c]], step[c])
-            sigma = np.sqrt(variance(z_u[a[c]], z[a[c]]) * factor[a[c]])
+            rows = a[c]
+            unknown = rows[np.isnan(cost[rows])]
+            if unknown.size:
+                cost[unknown] = map_cost(
+                    z_u[unknown], u[unknown], z[unknown], u_prior[unknown], P_prior[unknown], variance, factor[unknown]
+                )
+            z_t = predict_rows(rows)(target[c])
+            promised = z_u[rows] + np.einsum("...ij,...j->...i", H[rows], step[c])
+            sigma = np.sqrt(variance(z_u[rows], z[rows]) * factor[rows])
             with np.errstate(invalid="ignore"):
                 linear = (np.abs(z_t - promised) <= LINEARITY_TOLERANCE * sigma).all(axis=-1)
-            cost_t = map_cost(z_t, target[c], z[a[c]], u_prior[a[c]], P_prior[a[c]], variance, factor[a[c]])
-            done[c] = linear & (cost_t <= cost[a[c]])
+            cost_t = map_cost(z_t, target[c], z[rows], u_prior[rows], P_prior[rows], variance, factor[rows])
+            done[c] = linear & (cost_t <= cost[rows])
         if i == iterations - 1:
             # Out of iterations: the line-searched point stands where the step is not small.
             u_post[a[~done]] = u[a[~done]]
@@ -369,7 +377,7 @@ def gauss_newton(
         u[a] = np.where(moved[:, None], u_try, u[a])
         cost[a] = np.where(moved, cost_try, cost[a])
         z_u[a], H[a] = jacobian(predict, u[a])
-    return u_post, z_u, H
+    return u_post, z_u, H, gain
 
 
 def _all_rows(predict_u: PredictU, u: Array) -> Callable[[NDArray[np.int64]], PredictU]:

@@ -49,27 +49,34 @@ class QueueMetrics:
     """ρ ≥ 1: the load reaches the capacity, figures are those of the truncated chain."""
 
 
-def _log_geometric_sum(u: NDArray[np.float64], m: NDArray[np.float64]) -> NDArray[np.float64]:
-    """log Σ_{j=0..m} e^{u·j}, stable for any sign and size of u (call under np.errstate)."""
-    a = np.abs(u)
-    # For a > 0: Σ e^{-a j} = (1 − e^{−a(m+1)}) / (1 − e^{−a}) (a = 0 is replaced below).
-    decreasing = np.log(-np.expm1(-a * (m + 1))) - np.log(-np.expm1(-a))
-    decreasing = np.where(a == 0.0, np.log(m + 1), decreasing)
-    # For u > 0 factor out the largest term e^{u·m}.
-    return np.where(u > 0, u * m + decreasing, decreasing)
+def _geometric_tail(
+    u: NDArray[np.float64], m: NDArray[np.float64]
+) -> tuple[NDArray[np.float64], NDArray[np.float64], NDArray[np.float64]]:
+    """For weights e^{u·j}, j = 0..m: log Σ_{j≤m}, log Σ_{j≤m−1} and the mean index E[j].
 
-
-def _geometric_mean_index(u: NDArray[np.float64], m: NDArray[np.float64]) -> NDArray[np.float64]:
-    """E[j] for weights e^{u·j}, j = 0..m, the mean of a truncated geometric law (under np.errstate)."""
+    Stable for any sign and size of u (call under np.errstate). For a = |u| > 0 the
+    decreasing law has Σ_{j≤m} e^{−a j} = (1 − e^{−a(m+1)})/(1 − e^{−a}) and mean
+    1/(e^a − 1) − (m+1)/(e^{a(m+1)} − 1); for u > 0 the largest term e^{u·m} is factored
+    out and the index reversed. Where a·m is tiny the mean uses its Taylor series.
+    """
     a = np.abs(u)
-    am = a * m
-    # Mean for the decreasing law e^{-a j}: 1/(e^a − 1) − (m+1)/(e^{a(m+1)} − 1).
+    log_step = np.log(-np.expm1(-a))
+    log_sum = np.log(-np.expm1(-a * (m + 1))) - log_step
+    log_sum_open = np.log(-np.expm1(-a * m)) - log_step
+    flat = a == 0.0
+    if flat.any():
+        log_sum = np.where(flat, np.log(m + 1), log_sum)
+        log_sum_open = np.where(flat, np.log(m), log_sum_open)
     closed = 1.0 / np.expm1(a) - (m + 1) / np.expm1(a * (m + 1))
-    # Taylor series in a, accurate where the closed form cancels (a·m small).
-    mp1 = m + 1
-    series = m / 2 - a * m * (m + 2) / 12 + a**3 * (mp1**4 - 1) / 720
-    decreasing = np.where(am < _SERIES_LIMIT, series, closed)
-    return np.where(u > 0, m - decreasing, decreasing)
+    series = m / 2 - a * m * (m + 2) / 12 + a**3 * ((m + 1) ** 4 - 1) / 720
+    mean = np.where(a * m < _SERIES_LIMIT, series, closed)
+    rising = u > 0
+    if rising.any():
+        log_sum = np.where(rising, u * m + log_sum, log_sum)
+        # Σ_{j≤m−1} e^{u j} = e^{u(m−1)}·Σ_{k≤m−1} e^{−a k}
+        log_sum_open = np.where(rising, u * (m - 1) + log_sum_open, log_sum_open)
+        mean = np.where(rising, m - mean, mean)
+    return log_sum, log_sum_open, mean
 
 
 def _broadcast(*args: ArrayLike) -> list[NDArray[np.float64]]:
@@ -102,8 +109,8 @@ def solve_queue(
             _solve_rows(a[i : i + rows], b[i : i + rows], lam[i : i + rows], t[i : i + rows], big_b[i : i + rows])
             for i in range(0, max(a.size, 1), rows)
         ]
-    out = [np.concatenate(column).reshape(shape) for column in zip(*parts, strict=True)]
-    return QueueMetrics(*out)
+    columns = parts[0] if len(parts) == 1 else [np.concatenate(c) for c in zip(*parts, strict=True)]
+    return QueueMetrics(*(c.reshape(shape) for c in columns))
 
 
 _BLOCK_ELEMENTS = 1 << 14
@@ -138,19 +145,25 @@ def _solve_rows(
     # Tail: q(B + j) = q(B)·ρ^j for j = 0..m with m = K − B.
     m = (TAIL_FACTOR - 1) * bf
     u = log_lt + np.log(a + b * bf) - np.log(bf)  # log ρ
-    log_tail = log_q_b + _log_geometric_sum(u, m)
-    log_tail_open = log_q_b + _log_geometric_sum(u, m - 1)  # states B..K−1
-    tail_mean_j = _geometric_mean_index(u, m)
+    log_sum, log_sum_open, tail_mean_j = _geometric_tail(u, m)
+    log_tail = log_q_b + log_sum
+    log_tail_open = log_q_b + log_sum_open  # states B..K−1
 
     # Normalize with the largest log-weight among q(0) = 1, q(1..B−1) and the tail.
     # Sums run over the whole row, states n ≥ B weighted zero, so that a server's
     # figures do not depend on the other rows of its block (same summation order).
-    below_b = n[None, :] < big_b[:, None]
-    head_max = np.where(below_b, log_q, -np.inf).max(axis=1, initial=-np.inf)
+    if uniform:
+        head_max = log_q[:, :-1].max(axis=1, initial=-np.inf)
+    else:
+        below_b = n[None, :] < big_b[:, None]
+        head_max = np.where(below_b, log_q, -np.inf).max(axis=1, initial=-np.inf)
     shift = np.maximum(np.maximum(head_max, 0.0), log_tail)
     w_head = log_q - shift[:, None]
     np.exp(w_head, out=w_head)
-    w_head[~below_b] = 0.0
+    if uniform:
+        w_head[:, -1] = 0.0
+    else:
+        w_head[~below_b] = 0.0
     w0 = np.exp(-shift)
     w_tail = np.exp(log_tail - shift)
     w_open = np.exp(log_tail_open - shift)
