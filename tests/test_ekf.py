@@ -151,6 +151,15 @@ def _nis(y, HPH, R, phi):
     return float(y @ np.linalg.solve(S, y))
 
 
+def _explainable_nis(y, HPH, R, phi):
+    """The NIS restricted to the directions inflation may answer (see ekf.EXPLAINABLE)."""
+    r_isqrt = 1.0 / np.sqrt(np.diag(R))
+    d, V = np.linalg.eigh(HPH * np.outer(r_isqrt, r_isqrt))
+    w2 = (V.T @ (y * r_isqrt)) ** 2
+    keep = d >= ekf.EXPLAINABLE
+    return float((w2[keep] / (phi * d[keep] + 1.0)).sum())
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_inflation_factor_hits_target(seed):
     rng = np.random.default_rng(seed)
@@ -164,11 +173,21 @@ def test_inflation_factor_hits_target(seed):
     ys = np.stack([y_big, y_small])
     phi = ekf.inflation_factor(ys, np.stack([HPH, HPH]), np.stack([R, R]), target)
     assert phi.shape == (2,)
-    assert _nis(y_big, HPH, R, 1.0) > target
+    assert _explainable_nis(y_big, HPH, R, 1.0) > target
     assert phi[0] > 1
-    np.testing.assert_allclose(_nis(y_big, HPH, R, phi[0]), target, rtol=1e-8)
+    np.testing.assert_allclose(_explainable_nis(y_big, HPH, R, phi[0]), target, rtol=1e-8)
+    assert _nis(y_big, HPH, R, phi[0]) >= target  # the unexplainable part is left to the learned R
     assert _nis(y_small, HPH, R, 1.0) <= target
     assert phi[1] == 1.0
+
+
+def test_inflation_ignores_a_misfit_the_state_cannot_explain():
+    """The state moves the first observation only: a huge miss of the second is no reason to inflate P."""
+    HPH = np.array([[[1.0, 0.0], [0.0, 1e-6]]])
+    R = np.array([[[0.1, 0.0], [0.0, 0.1]]])
+    assert ekf.inflation_factor(np.array([[0.1, 50.0]]), HPH, R, 2.0)[0] == 1.0
+    phi = ekf.inflation_factor(np.array([[3.0, 50.0]]), HPH, R, 2.0)[0]
+    np.testing.assert_allclose(3.0**2 / (phi * 1.0 + 0.1), 2.0, rtol=1e-8)
 
 
 def test_iterated_update_converges_to_map():
@@ -211,3 +230,17 @@ def test_iterated_update_converges_to_map():
     S = H @ P_prior[0] @ H.T + np.diag(r_var)
     y = z[0] - h(u_prior[0])
     np.testing.assert_allclose(iterated.nis[0], y @ np.linalg.solve(S, y), rtol=1e-5)
+
+
+def test_a_bounded_step_keeps_its_direction():
+    """Shortened, not clipped per component: a clipped Gauss-Newton step can point uphill."""
+    lower, upper = np.array([[0.0, 0.0]]), np.array([[10.0, 10.0]])
+    u = np.array([[1.0, 5.0]])
+    step = ekf._within_box(u, np.array([[-4.0, 2.0]]), lower, upper)
+    np.testing.assert_allclose(step, [[-1.0, 0.5]])  # a quarter of the way: α reaches 0
+    # on a bound, the component pushing out is dropped and the rest kept
+    step = ekf._within_box(np.array([[0.0, 5.0]]), np.array([[-4.0, 2.0]]), lower, upper)
+    np.testing.assert_allclose(step, [[0.0, 2.0]])
+    # inside with room: unchanged
+    step = ekf._within_box(u, np.array([[0.5, -0.5]]), lower, upper)
+    np.testing.assert_allclose(step, [[0.5, -0.5]])

@@ -33,6 +33,8 @@ Variance = Callable[[Array, Array], Array]
 
 JACOBIAN_STEP = 1e-6
 MAX_INFLATION = 1e6
+EXPLAINABLE = 0.01
+"""Inflation only answers misfits along directions where H P Hᵀ is at least this share of R."""
 LINEARITY_TOLERANCE = 0.1
 """A Gauss-Newton step is final once h at its target misses the linear prediction by less than this many σ."""
 GRID_CHUNK_ROWS = 256
@@ -91,6 +93,9 @@ def inflation_factor(y: Array, HPH: Array, R: Array, target: float) -> Array:
     d, V = np.linalg.eigh(A)
     d = np.maximum(d, 0.0)
     w2 = np.einsum("...ji,...j->...i", V, y * r_isqrt) ** 2
+    # A misfit where the state's uncertainty is negligible beside the noise (d < EXPLAINABLE)
+    # is not evidence that the state moved: inflating P cannot explain it (the learned R can).
+    w2 = np.where(d >= EXPLAINABLE, w2, 0.0)
     phi = np.ones(y.shape[:-1])
     for _ in range(60):
         denom = phi[..., None] * d + 1.0
@@ -330,10 +335,10 @@ def gauss_newton(
         K, _ = _gain(H[a], P_prior[a], _diag(variance(z_u[a], z[a]) * factor[a]))
         gain[a] = K
         y = z[a] - z_u[a] - np.einsum("...ij,...j->...i", H[a], u_prior[a] - u[a])
-        target = u_prior[a] + np.einsum("...ij,...j->...i", K, y)
+        step = u_prior[a] + np.einsum("...ij,...j->...i", K, y) - u[a]
         if lower is not None and upper is not None:
-            target = np.clip(target, lower[a], upper[a])
-        step = target - u[a]
+            step = _within_box(u[a], step, lower[a], upper[a])
+        target = u[a] + step
         # The step is final when h at the target is what the linearization promised
         # (within LINEARITY_TOLERANCE of each observation's σ) and the MAP cost did not
         # rise; otherwise it is backtracked and h linearized again where it lands.
@@ -378,6 +383,21 @@ def gauss_newton(
         cost[a] = np.where(moved, cost_try, cost[a])
         z_u[a], H[a] = jacobian(predict, u[a])
     return u_post, z_u, H, gain
+
+
+def _within_box(u: Array, step: Array, lower: Array, upper: Array) -> Array:
+    """The part of ``step`` from ``u`` that stays in [lower, upper], keeping its direction.
+
+    Components pushing out of a bound ``u`` already sits on are dropped; the rest is
+    shortened (not clipped per component, which would turn a descent direction of the MAP
+    cost into an arbitrary one) until it reaches the first bound.
+    """
+    u = np.clip(u, lower, upper)
+    step = np.where(((u <= lower) & (step < 0)) | ((u >= upper) & (step > 0)), 0.0, step)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        room = np.where(step > 0, (upper - u) / step, np.where(step < 0, (lower - u) / step, np.inf))
+    scale = np.minimum(1.0, room.min(axis=-1))
+    return step * scale[..., None]
 
 
 def _all_rows(predict_u: PredictU, u: Array) -> Callable[[NDArray[np.int64]], PredictU]:
