@@ -10,7 +10,7 @@ import pytest
 
 from tuner.config import default_config
 from tuner.environment import Environment
-from tuner.model import predict_queue
+from tuner.model import ObservationModel, predict_queue
 from tuner.observers.simulated import simulate
 from tuner.queueing import solve_queue
 from tuner.scenario import parse_scenario, seed_scenario
@@ -346,3 +346,29 @@ def test_zero_wait_scenario_stays_finite_and_predicts_itl(seed):
         if k >= 40:
             itl_errors.append(abs(rec.predicted[1] / true_itl - 1))
     assert max(itl_errors) < 0.05
+
+
+# --- the learned observation noise ----------------------------------------------------------
+
+
+def test_learned_noise_takes_over_a_misfit_no_state_can_explain():
+    """The second observation sits 5 units above anything h can predict: its learned R grows
+    until that miss is a typical innovation (NIS back near its expectation), and the first
+    observation, which the state explains, keeps its configured noise."""
+    model = ObservationModel(
+        predict=lambda x, env: np.stack([x[..., 0] + x[..., 1], np.zeros(x.shape[:-1])], axis=-1),
+        state_names=("a", "b"),
+        observation_names=("sum", "offset"),
+        observe=lambda env: np.array([20.0, 5.0]),
+    )
+    tuner = Tuner(default_config(), model)
+    env = truth_env()
+    records = [tuner.step(env) for _ in range(60)]
+    assert all(r.accepted for r in records)
+    assert sum(records[-1].state) == pytest.approx(20.0, rel=0.01)
+    assert records[-1].nis < 6.0, records[-1].nis  # chi-square(2) 95 %: the miss is now expected
+    bank = tuner._bank
+    base = bank._base_noise(np.array([[20.0, 0.0]]), np.array([[20.0, 5.0]]))[0]
+    learned = base * bank.noise_scale_factor()[0]
+    assert learned[1] == pytest.approx(25.0, rel=0.5)  # R ≈ miss², not the geometric mean of R and miss²
+    assert bank.noise_scale_factor()[0, 0] < 3.0

@@ -36,8 +36,7 @@ GRID_PROBABILITY = 0.9999
 FLOOR_FRACTION = 0.01
 """Observations below this fraction of expectedObservations count as zero (noise floor)."""
 NOISE_MEMORY = 0.8
-"""Weight of the past in the learned observation-noise scale (a memory of about 5 steps)."""
-"""Consecutive gated steps after which the filter accepts the data as a regime change."""
+"""Each step the learned observation-noise scale closes 1 − NOISE_MEMORY of its log gap (about 5 steps)."""
 
 
 @dataclass(frozen=True)
@@ -294,9 +293,11 @@ class FilterBank:
             if self.config.adaptive:
                 # An observation whose innovations stay larger than the update allowed for,
                 # even after inflation, is one the model cannot follow: learn a larger R
-                # for it (a geometric moving average of the ratio, never below 1).
+                # for it. The ratio is measured against the R already learned, so the log
+                # scale integrates it (each step closes 1 − NOISE_MEMORY of the gap in log
+                # terms) until the misses are typical; never below 1.
                 ratio = np.maximum(res.innovation**2 / res.innovation_var, 1e-12)
-                updated = NOISE_MEMORY * self.noise_log_scale[r] + (1 - NOISE_MEMORY) * np.log(ratio)
+                updated = self.noise_log_scale[r] + (1 - NOISE_MEMORY) * np.log(ratio)
                 self.noise_log_scale[r] = np.where(ok[:, None], np.maximum(updated, 0.0), self.noise_log_scale[r])
             self.accepted_count[r[ok]] += 1
             self.rejected_count[r[~ok]] += 1
