@@ -183,6 +183,11 @@ class FilterBank:
         for name in self._ROW_ARRAYS[2:]:
             getattr(self, name)[rows] = 0
 
+    def keep(self, rows: NDArray[np.bool_]) -> None:
+        """Drop every filter whose entry in the mask ``rows`` is False; the others keep their order."""
+        for name in self._ROW_ARRAYS:
+            setattr(self, name, getattr(self, name)[rows])
+
     _ROW_ARRAYS = (
         "u",
         "P",

@@ -68,7 +68,11 @@ def test_settings_precedence_and_checks(tmp_path: Path) -> None:
     assert s.collector_url == "http://collector.local:8080/getenv"
     s = settings_from(["--port", "9100", "--period", "0", "--state", "x.sqlite"], env)
     assert (s.port, s.period_s, s.state_path) == (9100, 0.0, "x.sqlite")
-    for bad in ({"TUNER_PORT": "http"}, {"TUNER_PERIOD": "-1"}, {"COLLECTOR_PORT": "70000"}, {"TUNER_SOURCE": "x"}):
+    assert settings_from([], {}).forget_after_s == 86400.0
+    assert settings_from([], {"TUNER_FORGET_AFTER": "600"}).forget_after_s == 600.0
+    assert settings_from(["--forget-after", "0"], {"TUNER_FORGET_AFTER": "600"}).forget_after_s == 0.0
+    for bad in ({"TUNER_PORT": "http"}, {"TUNER_PERIOD": "-1"}, {"COLLECTOR_PORT": "70000"}, {"TUNER_SOURCE": "x"},
+                {"TUNER_FORGET_AFTER": "-5"}, {"TUNER_FORGET_AFTER": "soon"}):
         with pytest.raises(ConfigError):
             settings_from([], bad)
 
@@ -82,11 +86,17 @@ def test_settings_precedence_and_checks(tmp_path: Path) -> None:
         load_filter_config(settings_from(["--config", str(tmp_path / "empty-dir")], {}))
 
 
-def _readings(seed: int = 1, servers: int = 3) -> Iterator[Any]:
+def _payloads(seed: int = 1, servers: int = 3) -> Iterator[dict[str, Any]]:
+    """/getenv payloads of simulated servers s0, s1, …"""
     truth = [SimServer(f"s{k}", 12.0 + 4 * k, 0.6 + 0.3 * k, rpm=(20.0, 35.0)) for k in range(servers)]
     provide = simulated_windows(truth, seed)
     while True:
-        yield parse_environments(provide())
+        yield provide()
+
+
+def _readings(seed: int = 1, servers: int = 3) -> Iterator[Any]:
+    for payload in _payloads(seed, servers):
+        yield parse_environments(payload)
 
 
 def test_fleet_adds_steps_skips_and_publishes_immutable_snapshots() -> None:
@@ -194,3 +204,57 @@ def test_setparams_sets_defaults_and_keeps_values_already_set() -> None:
         check=True,
     )
     assert kept.stdout.split() == ["127.0.0.1", "9999", "collector.svc", str(DEFAULT_COLLECTOR_PORT)]
+
+
+def test_fleet_forgets_servers_not_seen_and_the_store_follows(tmp_path: Path) -> None:
+    """Pods come and go: a server with no window for forget_after_s is dropped from the fleet and
+    the saved state; the others keep their filters exactly, and a restart restores only them."""
+    now = [1000.0]
+    path = tmp_path / "state.sqlite"
+    fleet = Fleet(default_config(), Store(path), clock=lambda: now[0], forget_after_s=60.0)
+    payloads = _payloads(seed=3, servers=3)
+    fleet.step(parse_environments(next(payloads)))
+    fleet.step(parse_environments(next(payloads)))
+    without_s1 = {n: e for n, e in next(payloads).items() if n != "s1"}
+    for _ in range(3):  # s1 stops reporting; 30 s later it is still kept
+        now[0] += 10.0
+        out = fleet.step(parse_environments(without_s1))
+        assert out.forgotten == ()
+    assert "s1" in fleet.current.index
+    kept = fleet.current
+    twin = Fleet(default_config(), clock=lambda: now[0])  # keeps every server: the reference for s0 and s2
+    twin._restore(Store(path).load())  # type: ignore[arg-type]
+
+    now[0] += 40.0  # s1 last seen 70 s ago
+    out = fleet.step(parse_environments(without_s1))
+    reference = twin.step(parse_environments(without_s1))
+    assert out.forgotten == ("s1",) and reference.forgotten == ()
+    snap = fleet.current
+    assert snap.names == ("s0", "s2") and snap.row("s1") is None
+    assert kept.row("s1") == 1  # a snapshot taken before is unchanged
+    for name in ("s0", "s2"):
+        i, j = snap.row(name), twin.current.row(name)
+        assert snap.alpha_ms[i] == twin.current.alpha_ms[j] and snap.beta_ms[i] == twin.current.beta_ms[j]
+        assert snap.steps[i] == twin.current.steps[j]
+    fleet.close()
+
+    restarted = Fleet(default_config(), Store(path), clock=lambda: now[0], forget_after_s=60.0)
+    assert restarted.load() == 2
+    assert restarted.current.names == ("s0", "s2")
+    np.testing.assert_array_equal(restarted.current.alpha_ms, snap.alpha_ms)
+    # s1 coming back starts afresh, appended after the others, and is saved with them
+    back = restarted.step(parse_environments(next(payloads)))
+    assert back.added == ("s1",) and restarted.current.names == ("s0", "s2", "s1")
+    restarted.close()
+    assert Store(path).load().names == ("s0", "s2", "s1")  # type: ignore[union-attr]
+
+
+def test_forget_after_zero_keeps_every_server() -> None:
+    now = [0.0]
+    fleet = Fleet(default_config(), clock=lambda: now[0], forget_after_s=0.0)
+    payloads = _payloads(seed=4, servers=2)
+    fleet.step(parse_environments(next(payloads)))
+    only_s0 = {"s0": next(payloads)["s0"]}
+    now[0] += 1e9
+    assert fleet.step(parse_environments(only_s0)).forgotten == ()
+    assert fleet.current.names == ("s0", "s1")

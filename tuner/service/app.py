@@ -94,7 +94,7 @@ class TunerService:
         """Load the configuration and the saved state; TunerError with a message when one is unusable."""
         config = load_filter_config(settings)
         store = Store(settings.state_path) if settings.state_path else None
-        fleet = Fleet(config, store)
+        fleet = Fleet(config, store, forget_after_s=settings.forget_after_s)
         restored = fleet.load()
         if restored:
             log.info("restored %d servers from %s (version %d)", restored, settings.state_path, fleet.current.version)
@@ -174,6 +174,8 @@ class TunerService:
             self.metrics.error("skipped_window", outcome.skipped)
         if not outcome.persisted:
             self.metrics.error("persist_failed")
+        if outcome.forgotten:
+            self.metrics.forgot(len(outcome.forgotten))
         if outcome.added:
             log.info(
                 "%s: %d new server(s): %s", what, len(outcome.added), ", ".join(outcome.added[:MAX_LOGGED_PROBLEMS])
@@ -301,6 +303,8 @@ def create_app(settings: Settings, service: TunerService | None = None) -> FastA
                 "uptime_s": time.time() - svc.started_s,
                 "source": svc.source.description if svc.source else None,
                 "period_s": settings.period_s,
+                "forget_after_s": settings.forget_after_s,
+                "forgotten": svc.metrics.forgotten,
                 "cycles": svc.metrics.cycles,
                 "last_cycle": None if last is None else _json_safe(dataclasses.asdict(last)),
                 "errors": svc.metrics.errors(),

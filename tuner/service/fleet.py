@@ -119,6 +119,8 @@ class StepOutcome:
     """Wall time of the FilterBank step."""
     not_added: Mapping[str, str] = field(default_factory=dict)
     """New servers whose first window is unusable (no traffic, NaN): added once a window is usable."""
+    forgotten: tuple[str, ...] = ()
+    """Servers dropped because no window came for them in ``forget_after_s``."""
     save_s: float = 0.0
     """Wall time of the SQLite save."""
 
@@ -131,11 +133,19 @@ def _take(env: Environment, idx: NDArray[np.int64]) -> Environment:
 
 class Fleet:
     def __init__(
-        self, config: FilterConfig, store: Store | None = None, clock: Callable[[], float] = time.time
+        self,
+        config: FilterConfig,
+        store: Store | None = None,
+        clock: Callable[[], float] = time.time,
+        forget_after_s: float = 0.0,
     ) -> None:
+        """``forget_after_s``: drop a server (its filter, its saved state) once no window came
+        for it in that many seconds, checked at every step; 0 keeps every server forever."""
         self.config = config
         self._store = store
         self._clock = clock
+        self.forget_after_s = forget_after_s
+        self._renumber = False  # servers were dropped since the last successful save
         self._lock = threading.Lock()
         self._bank = FilterBank(config, size=0)
         self._names: list[str] = []
@@ -181,13 +191,17 @@ class Fleet:
         self._index = {name: i for i, name in enumerate(self._names)}
         self._reasons = [None] * n
         self._version = int(saved.meta.get("version", "0"))
+        # A server restored without a time it was last seen counts as seen now (not forgotten at once).
+        seen = self._meta["seen_s"]
+        seen[~np.isfinite(seen)] = self._clock()
 
     def _save(self) -> None:
         assert self._store is not None
         arrays = {f"bank.{k}": v for k, v in self._bank.snapshot(slice(None)).items()}
         arrays.update({f"fleet.{k}": v for k, v in self._meta.items()})
         meta = {"version": str(self._version), "config": self._config_json, "saved_s": repr(self._clock())}
-        self._store.save(self._names, arrays, meta)
+        self._store.save(self._names, arrays, meta, renumber=self._renumber)
+        self._renumber = False
 
     # --- stepping ----------------------------------------------------------------
     def step(self, readings: Readings, *, detail: bool = False) -> StepOutcome:
@@ -249,6 +263,7 @@ class Fleet:
                         "reason": res.reasons[k],
                         "nis": _finite(res.nis[k]),
                     }
+        forgotten = self._forget(now)
         self._version += 1
         persisted, error = True, None
         if self._store is not None:
@@ -277,7 +292,26 @@ class Fleet:
             step_s=step_s,
             save_s=save_s,
             not_added=not_added,
+            forgotten=forgotten,
         )
+
+    def _forget(self, now: float) -> tuple[str, ...]:
+        """Drop the servers not seen for ``forget_after_s`` (rows of the others move up, in order)."""
+        if not self.forget_after_s > 0 or not self._names:
+            return ()
+        keep = ~(self._meta["seen_s"] < now - self.forget_after_s)  # NaN (never seen) is kept
+        if keep.all():
+            return ()
+        gone = tuple(n for n, k in zip(self._names, keep, strict=True) if not k)
+        self._bank.keep(keep)
+        for key in _META_ARRAYS:
+            self._meta[key] = self._meta[key][keep]
+        self._names = [n for n, k in zip(self._names, keep, strict=True) if k]
+        self._reasons = [r for r, k in zip(self._reasons, keep, strict=True) if k]
+        self._index = {name: i for i, name in enumerate(self._names)}  # a new mapping: snapshots keep theirs
+        self._renumber = True
+        log.info("forgot %d server(s) not seen for %g s: %s", len(gone), self.forget_after_s, ", ".join(gone[:10]))
+        return gone
 
     def _build_snapshot(self) -> FleetSnapshot:
         state = self._bank.state

@@ -45,6 +45,7 @@ class ServiceMetrics:
         self._cycles = 0
         self._failed = 0
         self._pushes = 0
+        self._forgotten = 0
         self._duration_sum_s = 0.0
         self._buckets = [0] * len(DURATION_BUCKETS_S)
         self.last_cycle: CycleReport | None = None
@@ -54,6 +55,14 @@ class ServiceMetrics:
     def error(self, kind: str, count: int = 1) -> None:
         with self._lock:
             self._errors[kind] += count
+
+    def forgot(self, count: int) -> None:
+        with self._lock:
+            self._forgotten += count
+
+    @property
+    def forgotten(self) -> int:
+        return self._forgotten
 
     def push(self) -> None:
         with self._lock:
@@ -81,7 +90,7 @@ class ServiceMetrics:
         """Prometheus text format 0.0.4."""
         with self._lock:
             errors = dict(self._errors)
-            cycles, failed, pushes = self._cycles, self._failed, self._pushes
+            cycles, failed, pushes, forgotten = self._cycles, self._failed, self._pushes, self._forgotten
             dsum, buckets, last = self._duration_sum_s, list(self._buckets), self.last_cycle
         out: list[str] = []
         add = out.append
@@ -108,6 +117,9 @@ class ServiceMetrics:
         add("# TYPE tuner_errors_total counter")
         for kind in sorted(errors):
             add(f'tuner_errors_total{{kind="{_label(kind)}"}} {errors[kind]}')
+        add("# HELP tuner_servers_forgotten_total Servers dropped after TUNER_FORGET_AFTER seconds without a window.")
+        add("# TYPE tuner_servers_forgotten_total counter")
+        add(f"tuner_servers_forgotten_total {forgotten}")
         add("# HELP tuner_servers Servers with a filter.")
         add("# TYPE tuner_servers gauge")
         add(f"tuner_servers {len(snap)}")

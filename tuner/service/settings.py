@@ -22,6 +22,8 @@ DEFAULT_COLLECTOR_PORT = 8080
 DEFAULT_PERIOD_S = 10.0
 DEFAULT_COLLECTOR_TIMEOUT_S = 5.0
 DEFAULT_STATE = "tuner-state.sqlite"
+DEFAULT_FORGET_AFTER_S = 86400.0
+"""A server with no window for a day is dropped (pods come and go; their filters would pile up)."""
 SOURCES = ("collector", "prometheus", "none")
 CONFIG_NAMES = ("config.json", "config.yaml", "config.yml")
 """Files looked for, in this order, when the configuration path is a directory."""
@@ -36,6 +38,8 @@ class Settings:
     collector_timeout_s: float = DEFAULT_COLLECTOR_TIMEOUT_S
     period_s: float = DEFAULT_PERIOD_S
     """Seconds between tuning cycles; 0 disables the loop (POST /tune still works)."""
+    forget_after_s: float = DEFAULT_FORGET_AFTER_S
+    """Drop a server after this many seconds without a window for it; 0 keeps every server."""
     config_path: str | None = None
     """A configuration file, or a directory holding one of CONFIG_NAMES; None: the built-in default."""
     state_path: str | None = DEFAULT_STATE
@@ -106,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--period", type=float, help=f"seconds between cycles, 0 disables (TUNER_PERIOD, default {DEFAULT_PERIOD_S:g})"
     )
+    p.add_argument(
+        "--forget-after",
+        type=float,
+        help="seconds without a window after which a server is dropped, 0 never "
+        f"(TUNER_FORGET_AFTER, default {DEFAULT_FORGET_AFTER_S:g})",
+    )
     p.add_argument("--config", help="configuration file or directory (TUNER_CONFIG, default: built-in seed config)")
     p.add_argument("--state", help=f"SQLite state file, '' for none (TUNER_STATE, default {DEFAULT_STATE})")
     p.add_argument("--source", choices=SOURCES, help="where windows come from (TUNER_SOURCE, default collector)")
@@ -144,6 +154,7 @@ def settings_from(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         collector_port=pick(args.collector_port, "COLLECTOR_PORT", int, DEFAULT_COLLECTOR_PORT),  # type: ignore[arg-type]
         collector_timeout_s=pick(args.collector_timeout, "COLLECTOR_TIMEOUT", float, DEFAULT_COLLECTOR_TIMEOUT_S),  # type: ignore[arg-type]
         period_s=pick(args.period, "TUNER_PERIOD", float, DEFAULT_PERIOD_S),  # type: ignore[arg-type]
+        forget_after_s=pick(args.forget_after, "TUNER_FORGET_AFTER", float, DEFAULT_FORGET_AFTER_S),  # type: ignore[arg-type]
         config_path=pick(args.config, "TUNER_CONFIG", str, None),  # type: ignore[arg-type]
         state_path=state or None,
         source=source,  # type: ignore[arg-type]
@@ -167,6 +178,10 @@ def check(settings: Settings) -> None:
         raise ConfigError(f"COLLECTOR_PORT={settings.collector_port} is not a port number")
     if not settings.period_s >= 0:
         raise ConfigError(f"TUNER_PERIOD={settings.period_s} must be 0 (no loop) or a positive number of seconds")
+    if not settings.forget_after_s >= 0:
+        raise ConfigError(
+            f"TUNER_FORGET_AFTER={settings.forget_after_s} must be 0 (keep every server) or a number of seconds"
+        )
     if not settings.collector_timeout_s > 0:
         raise ConfigError(f"COLLECTOR_TIMEOUT={settings.collector_timeout_s} must be positive")
     if settings.source == "prometheus" and not settings.prometheus_address:

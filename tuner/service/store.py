@@ -2,7 +2,7 @@
 
 Layout (the arrays are whole columns, one entry per server, in row order)::
 
-    servers(row INTEGER PRIMARY KEY, name TEXT UNIQUE)       -- rows are never renumbered
+    servers(row INTEGER PRIMARY KEY, name TEXT UNIQUE)       -- renumbered only when servers are forgotten
     arrays(name TEXT PRIMARY KEY, dtype, shape, data BLOB)   -- e.g. "bank.u", "fleet.updated_s"
     meta(key TEXT PRIMARY KEY, value TEXT)                   -- cycle count, configuration
 
@@ -80,12 +80,20 @@ class Store:
                 raise StoreError(f"{self.path}: array {key} has {value.shape[0]} entries for {len(names)} servers")
         return Saved(tuple(names), arrays, meta)
 
-    def save(self, names: Sequence[str], arrays: Mapping[str, np.ndarray], meta: Mapping[str, str]) -> None:
-        """Replace the saved state with this one, in one transaction (all or nothing)."""
+    def save(
+        self, names: Sequence[str], arrays: Mapping[str, np.ndarray], meta: Mapping[str, str], *, renumber: bool = False
+    ) -> None:
+        """Replace the saved state with this one, in one transaction (all or nothing).
+
+        Servers are appended to the saved rows; ``renumber`` (after servers were removed)
+        rewrites the whole list instead.
+        """
         with self._lock:
-            start = self._saved_rows
+            start = 0 if renumber else self._saved_rows
             try:
                 self._db.execute("BEGIN IMMEDIATE")
+                if renumber:
+                    self._db.execute("DELETE FROM servers")
                 if len(names) > start:
                     self._db.executemany(
                         "INSERT INTO servers(row, name) VALUES (?, ?)",
