@@ -12,43 +12,96 @@ from __future__ import annotations
 import math
 import os
 import time
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import streamlit as st
 
+from tuner.config import config_to_json, load_config
 from tuner.dashboard.components import CHART_CONFIG, config_sidebar, fmt, get_config, guarded
 from tuner.dashboard.figures import all_figures
 from tuner.errors import TunerError
-from tuner.observers.prometheus import PrometheusObserver, PrometheusSettings
+from tuner.observers.prometheus import (
+    PrometheusObserver,
+    PrometheusSettings,
+    duration_seconds,
+    parse_query_templates,
+)
 from tuner.online import OnlineTuner
 
 NS = "online"
-TUNER, REFRESH, RUNNING, LAST, SERVER = (f"{NS}.{k}" for k in ("tuner", "refresh_s", "running", "last_cycle", "server"))
+TUNER, REFRESH, RUNNING, LAST, SERVER, STEP_NOW, AUTOCONNECT = (
+    f"{NS}.{k}" for k in ("tuner", "refresh_s", "running", "last_cycle", "server", "step_now", "autoconnect")
+)
+FORM_DEFAULTS: dict[str, Any] = {
+    "address": os.environ.get("PROMETHEUS_ADDRESS", "http://localhost:9090"),
+    "namespace": "platform-opt",
+    "model": "opt-125",
+    "window": "1m",
+    "max_batch": 256,
+    "label": "pod",
+    "refresh": 60.0,
+    "scale": 1.0,
+}
+# The form for the README's local demo: the emulator at --speedup 10 scraped by sample_data/prometheus.yml.
+LOCAL_DEMO: dict[str, Any] = {"address": "http://localhost:9090", "window": "30s", "max_batch": 64, "refresh": 5.0,
+                              "scale": 10.0}  # fmt: skip
+DEMO_CONFIG = Path(__file__).resolve().parent.parent / "sample_data" / "config-emulator.json"
 
 st.set_page_config(page_title="Online · model-tuner", layout="wide")
+
+
+def _use_local_demo() -> None:
+    """Fill the form for the README's local demo, take its tuner configuration and connect."""
+    for name, value in LOCAL_DEMO.items():
+        st.session_state[f"{NS}.{name}"] = value
+    config = load_config(DEMO_CONFIG)
+    st.session_state[f"{NS}.config"] = config
+    st.session_state[f"{NS}.config_text"] = config_to_json(config)
+    st.session_state[AUTOCONNECT] = True
+
+
+def _step_now() -> None:
+    st.session_state[STEP_NOW] = True
 
 
 def _connection_form() -> None:
     """The sidebar form; Connect builds a new OnlineTuner (previous histories are dropped)."""
     side = st.sidebar
     side.header("Prometheus connection")
+    for name, value in FORM_DEFAULTS.items():
+        st.session_state.setdefault(f"{NS}.{name}", value)
     with side.form(f"{NS}.connect"):
-        address = st.text_input("Prometheus address", value=os.environ.get("PROMETHEUS_ADDRESS", "http://localhost:9090"),
-                                key=f"{NS}.address")  # fmt: skip
+        address = st.text_input("Prometheus address", key=f"{NS}.address")
         token = st.text_input("Bearer token", type="password", key=f"{NS}.token",
                               help="Sent as 'Authorization: Bearer …'. Empty: $TOKEN if set, else none.")
-        namespace = st.text_input("Namespace", value="platform-opt", key=f"{NS}.namespace")
-        model = st.text_input("Model name (regex)", value="opt-125", key=f"{NS}.model")
-        window = st.text_input("Query window", value="1m", key=f"{NS}.window", help="Prometheus duration: 15s, 1m")
-        max_batch = st.number_input("Max batch size", min_value=1, value=256, step=1, key=f"{NS}.max_batch")
-        label = st.text_input("Server label", value="pod", key=f"{NS}.label")
-        refresh = st.number_input("Refresh every (s)", min_value=1.0, value=60.0, step=1.0, key=f"{NS}.refresh")
-        with st.expander("Emulator"):
-            scale = st.number_input("Time scale (emulator --speedup)", min_value=0.001, value=1.0, key=f"{NS}.scale",
+        namespace = st.text_input("Namespace", key=f"{NS}.namespace", help="Empty: any namespace.")
+        model = st.text_input("Model name (regex)", key=f"{NS}.model")
+        window = st.text_input("Query window", key=f"{NS}.window",
+                               help="Prometheus duration: 15s, 1m. The tuner steps once per fresh window.")
+        max_batch = st.number_input("Max batch size", min_value=1, step=1, key=f"{NS}.max_batch")
+        label = st.text_input("Server label", key=f"{NS}.label")
+        refresh = st.number_input("Refresh every (s)", min_value=1.0, step=1.0, key=f"{NS}.refresh")
+        with st.expander("Emulator and query templates"):
+            scale = st.number_input("Time scale (emulator --speedup)", min_value=0.001, key=f"{NS}.scale",
                                     help="Emulated seconds per real second; 1 for real servers.")  # fmt: skip
+            templates = st.file_uploader("PromQL templates (YAML/JSON, optional)", type=["yaml", "yml", "json"],
+                                         key=f"{NS}.queries",
+                                         help="measurement → template with $label, $selector, $window; "
+                                              "see the README (Online mode)")  # fmt: skip
         connect = st.form_submit_button("Connect", type="primary", width="stretch")
-    if connect:
+    side.button("Use the local emulator demo", key=f"{NS}.demo", width="stretch", on_click=_use_local_demo,
+                help="Fills the form for the README's two-command local demo, loads "
+                     "sample_data/config-emulator.json and connects.")  # fmt: skip
+    if connect or st.session_state.pop(AUTOCONNECT, False):
+        queries = None
+        if templates is not None:
+            try:
+                text = templates.getvalue().decode("utf-8-sig")
+            except UnicodeDecodeError:
+                raise TunerError(f"{templates.name}: not a text file") from None
+            queries = parse_query_templates(text, templates.name)
         settings = PrometheusSettings(
             address=address,
             token=token or os.environ.get("TOKEN") or None,
@@ -58,6 +111,7 @@ def _connection_form() -> None:
             max_batch=int(max_batch),
             server_label=label.strip(),
             time_scale=float(scale),
+            **({"queries": queries} if queries else {}),
         )
         st.session_state[TUNER] = OnlineTuner(PrometheusObserver(settings), get_config(NS))
         st.session_state[REFRESH] = float(refresh)
@@ -68,14 +122,20 @@ def _connection_form() -> None:
         running = st.session_state.get(RUNNING, False)
         if side.button("Pause auto-refresh" if running else "Resume auto-refresh", key=f"{NS}.pause", width="stretch"):
             st.session_state[RUNNING] = not running
-        if side.button("Step now", key=f"{NS}.step_now", width="stretch"):
-            st.session_state[LAST] = 0.0
+        side.button("Step now", key=f"{NS}.step_now_button", width="stretch", on_click=_step_now)
+
+
+def _step_every_s(online: OnlineTuner) -> float:
+    """Seconds between steps: the refresh period, but never less than the query window, so that
+    each step sees a fresh window (overlapping windows would count the same requests twice)."""
+    return max(st.session_state.get(REFRESH, 60.0), duration_seconds(online.observer.settings.window))
 
 
 def _maybe_cycle(online: OnlineTuner) -> None:
-    """One cycle when the refresh period has elapsed (so other reruns do not step twice)."""
+    """One cycle on Step now, or when a fresh window is due (so other reruns do not step twice)."""
     now = time.monotonic()
-    if now - st.session_state.get(LAST, 0.0) >= 0.9 * st.session_state.get(REFRESH, 60.0):
+    due = now - st.session_state.get(LAST, 0.0) >= 0.9 * _step_every_s(online)
+    if st.session_state.pop(STEP_NOW, False) or ((st.session_state.get(RUNNING) or online.cycles == 0) and due):
         st.session_state[LAST] = now
         online.cycle()
 
@@ -91,8 +151,9 @@ def _status(online: OnlineTuner) -> None:
     else:
         st.error(f"Prometheus {where} · cycle {online.cycles}: {cycle.status}")
     paused = "" if st.session_state.get(RUNNING) else " · auto-refresh paused"
-    st.caption(f"Refresh every {st.session_state.get(REFRESH, 60.0):g} s · window {online.observer.settings.window}"
-               f" · {len(online.servers)} server(s) · {online.failures} failed cycle(s){paused}")  # fmt: skip
+    st.caption(f"Refresh every {st.session_state.get(REFRESH, 60.0):g} s · a step per fresh "
+               f"{online.observer.settings.window} window (every {_step_every_s(online):g} s) · "
+               f"{len(online.servers)} server(s) · {online.failures} failed cycle(s){paused}")  # fmt: skip
 
 
 def _headline(online: OnlineTuner, server: str) -> None:
@@ -114,8 +175,7 @@ def _view() -> None:
         st.info("Fill in the connection form in the sidebar and press Connect. To try it locally, see the README: "
                 "`python -m tuner.emulator` and a local Prometheus.")  # fmt: skip
         return
-    if st.session_state.get(RUNNING) or online.cycles == 0:
-        _maybe_cycle(online)
+    _maybe_cycle(online)
     _status(online)
     servers = online.servers
     if not servers:

@@ -306,3 +306,14 @@ def test_offline_replays_the_real_vllm_trace_to_the_end() -> None:
     history = at.session_state["off.run"].history.frame()
     assert history["wait_ms_observed"].between(3.0, 5.1).all()  # seconds converted to ms
     assert history["itl_ms_predicted"].notna().all()
+
+
+@pytest.mark.parametrize("page", ["app.py", "pages/1_Simulated.py", "pages/2_Offline.py", "pages/3_Online.py",
+                                  "pages/4_Service.py"])
+def test_every_page_opens_with_its_title_and_no_stray_text(page: str) -> None:
+    """Streamlit's "magic" writes a bare string literal of a page script onto the page: the title comes first."""
+    at = AppTest.from_file(str(ROOT / page), default_timeout=TIMEOUT).run()
+    assert not at.exception, [e.value for e in at.exception]  # (the Service page may say no service is running)
+    first = at.main[0]
+    shown = getattr(first, "value", "")
+    assert type(first).__name__ == "Title", f"{page} starts with {type(first).__name__}: {shown!r}"

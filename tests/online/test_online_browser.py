@@ -32,7 +32,7 @@ def test_online_page_in_a_real_browser_refreshes_by_itself(streamlit_url: str) -
             page.get_by_label("Query window", exact=True).fill(WINDOW)
             page.get_by_label("Max batch size", exact=True).fill("16")
             page.get_by_label("Refresh every (s)", exact=True).fill("2")
-            page.get_by_text("Emulator", exact=True).click()
+            page.get_by_text("Emulator and query templates", exact=True).click()
             page.get_by_label("Time scale (emulator --speedup)", exact=True).fill(str(SPEEDUP))
             page.get_by_role("button", name="Connect").click()
             page.wait_for_selector('[data-testid="stAlertContentSuccess"]:has-text("updated from 5 queries")')

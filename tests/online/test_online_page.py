@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from tests.online.conftest import LEGACY, SPEEDUP, TRUTH, WINDOW, Stack
+from tests.online.conftest import LEGACY, SPEEDUP, TRUTH, WINDOW, WINDOW_S, Stack
 from tests.online.promstack import free_port
 
 pytestmark = pytest.mark.prometheus
@@ -50,13 +50,27 @@ def test_online_page_connects_steps_every_server_and_shows_the_operator_view(sta
     table = at.dataframe[0].value
     assert sorted(table["server"]) == sorted(options) and (table["steps"] == 1).all()
 
-    time.sleep(1.1)  # the refresh period: the next run steps again
+    at.run()  # a rerun within the window (the 1 s refresh is shorter than it) does not step
+    assert at.session_state["online.tuner"].cycles == 1
+    assert f"a step per fresh {WINDOW} window (every {WINDOW_S:g} s)" in _texts(at)
+    time.sleep(WINDOW_S)  # a fresh window: the next run steps again
     at.run()
     online = at.session_state["online.tuner"]
     assert online.cycles == 2 and all(len(h) == 2 for h in online.histories.values())
 
-    at.selectbox(key="online.server").set_value(LEGACY).run()  # changing the view does not step
+    # Paused, nothing steps by itself; Step now steps at once, every time.
+    next(b for b in at.button if b.label == "Pause auto-refresh").click()
+    at.run()
+    time.sleep(WINDOW_S)
+    at.run()
     assert at.session_state["online.tuner"].cycles == 2
+    for expected in (3, 4):
+        next(b for b in at.button if b.label == "Step now").click()
+        at.run()
+        assert at.session_state["online.tuner"].cycles == expected
+
+    at.selectbox(key="online.server").set_value(LEGACY).run()  # changing the view does not step
+    assert at.session_state["online.tuner"].cycles == 4
     assert not at.exception and not at.error
 
 
@@ -70,3 +84,17 @@ def test_online_page_shows_a_down_prometheus_and_never_the_token(stack: Stack) -
     # The same page, pointed at the real Prometheus afterwards, recovers.
     at = _connect(at, stack.prometheus.url)
     assert at.success and "updated" in at.success[0].value
+
+
+def test_local_demo_button_fills_the_form_takes_the_emulator_config_and_connects() -> None:
+    at = AppTest.from_file(PAGE, default_timeout=60).run()
+    next(b for b in at.button if b.label == "Use the local emulator demo").click()
+    at.run()
+    assert not at.exception, at.exception
+    assert at.text_input(key="online.window").value == "30s"
+    assert at.number_input(key="online.max_batch").value == 64
+    assert at.number_input(key="online.scale").value == 10.0
+    config = at.session_state["online.config"]
+    assert config.error_level == (0.5, 0.05) and config.expected_observations == (5000.0, 2.0)
+    online = at.session_state["online.tuner"]
+    assert online.config is config and online.cycles == 1  # connected and stepped once (localhost:9090 is not up)

@@ -258,3 +258,24 @@ def test_forget_after_zero_keeps_every_server() -> None:
     now[0] += 1e9
     assert fleet.step(parse_environments(only_s0)).forgotten == ()
     assert fleet.current.names == ("s0", "s1")
+
+
+def test_prometheus_source_settings_take_query_templates_and_an_empty_namespace(tmp_path: Path) -> None:
+    from tuner.errors import ObserverError
+    from tuner.service.app import make_source
+
+    templates = tmp_path / "queries.yaml"
+    templates.write_text("prometheus:\n  queries:\n    itl_ms: 'avg by ($label) (my_itl{$selector})'\n")
+    env = {"TUNER_SOURCE": "prometheus", "PROMETHEUS_ADDRESS": "http://127.0.0.1:9", "TUNER_PROM_NAMESPACE": ""}
+    settings = settings_from(["--queries", str(templates)], env)
+    assert settings.prometheus_namespace == ""  # set but empty: any namespace, not the default
+    source = make_source(settings)
+    try:
+        observer = source._observer  # type: ignore[union-attr]
+        assert observer.settings.namespace == ""
+        assert observer.settings.promql()["itl_ms"] == 'avg by (pod) (my_itl{model_name=~".*(?:opt-125).*"})'
+    finally:
+        source.close()  # type: ignore[union-attr]
+    templates.write_text("prometheus:\n  queries:\n    latency: 'x'\n")
+    with pytest.raises(ObserverError, match=r"queries\.yaml: unknown query name\(s\) latency"):
+        make_source(settings)

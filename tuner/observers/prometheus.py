@@ -166,15 +166,35 @@ def _valid_duration(text: str) -> bool:
     return bool(re.fullmatch(r"(\d+(ms|s|m|h|d|w|y))+", text or ""))
 
 
+_DURATION_UNITS_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0, "y": 31536000.0}
+
+
+def duration_seconds(text: str) -> float:
+    """Seconds in a Prometheus duration such as ``1m30s`` (ObserverError when it is not one)."""
+    if not _valid_duration(text):
+        raise ObserverError(f"window must be a Prometheus duration such as 15s, 1m or 5m, got {text!r}")
+    return sum(int(n) * _DURATION_UNITS_S[u] for n, u in re.findall(r"(\d+)(ms|s|m|h|d|w|y)", text))
+
+
 def load_query_templates(path: str | Path) -> dict[str, str]:
-    """Query templates from a YAML/JSON file: a mapping of measurement → PromQL template,
-    at the top level or under ``prometheus: queries:``."""
+    """Query templates from a YAML/JSON file: see :func:`parse_query_templates`."""
     path = Path(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8-sig"))
+        text = path.read_text(encoding="utf-8-sig")
     except OSError as exc:
         raise ObserverError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except (yaml.YAMLError, UnicodeDecodeError):
+    except UnicodeDecodeError:
+        raise ObserverError(f"{path}: not valid YAML") from None
+    return parse_query_templates(text, str(path))
+
+
+def parse_query_templates(text: str, source: str = "query templates") -> dict[str, str]:
+    """A mapping of measurement → PromQL template, at the top level or under ``prometheus: queries:``
+    (YAML or JSON text); ObserverError naming ``source`` when it is not one."""
+    path = source
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError:
         raise ObserverError(f"{path}: not valid YAML") from None
     if isinstance(data, Mapping) and isinstance(data.get("prometheus"), Mapping):
         data = data["prometheus"].get("queries", {})

@@ -29,6 +29,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from tuner.errors import TunerError
+from tuner.observers.prometheus import load_query_templates
 from tuner.service.collector import CollectorSource, decode, parse_environments
 from tuner.service.fleet import Fleet, FleetSnapshot, StepOutcome
 from tuner.service.metrics import CONTENT_TYPE, CycleReport, ServiceMetrics
@@ -54,6 +55,7 @@ def make_source(settings: Settings) -> Source | None:
             "max_batch": settings.prometheus_max_batch,
             "server_label": settings.prometheus_server_label,
             "time_scale": settings.prometheus_time_scale,
+            "queries": load_query_templates(settings.prometheus_queries) if settings.prometheus_queries else None,
         }
         return PrometheusSource(**{k: v for k, v in overrides.items() if v is not None})
     return CollectorSource(settings.collector_url, settings.collector_timeout_s)

@@ -29,6 +29,8 @@ def default_url() -> str:
     if host in ("0.0.0.0", "::"):
         host = "127.0.0.1"
     port = os.environ.get("TUNER_PORT") or str(DEFAULT_TUNER_PORT)
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"  # an IPv6 literal
     return f"http://{host}:{port}"
 
 

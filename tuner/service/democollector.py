@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import socket
 import threading
 import time
@@ -213,8 +214,11 @@ class DemoCollector:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m tuner.service.democollector", description=__doc__.split("\n\n")[0])
-    p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=int, default=8080)
+    host = os.environ.get("COLLECTOR_HOST") or "127.0.0.1"
+    port = os.environ.get("COLLECTOR_PORT") or "8080"
+    p.add_argument("--host", default=host, help=f"listen address (COLLECTOR_HOST, default here {host})")
+    p.add_argument("--port", type=int, default=int(port) if port.isdigit() else 8080,
+                   help=f"listen port (COLLECTOR_PORT, default here {port})")
     p.add_argument("--servers", type=int, default=3, help="number of simulated servers (default 3)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)

@@ -54,6 +54,8 @@ class Settings:
     prometheus_server_label: str | None = None
     prometheus_time_scale: float | None = None
     """Emulated seconds per real second (the emulator's --speedup); 1 for real servers."""
+    prometheus_queries: str | None = None
+    """A YAML/JSON file of PromQL templates overriding the observer's defaults."""
     log_level: str = "info"
 
     @property
@@ -126,6 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--max-batch", type=int, help="max batch size of the servers (TUNER_PROM_MAX_BATCH)")
     p.add_argument("--server-label", help="label that identifies a server, e.g. pod (TUNER_PROM_SERVER_LABEL)")
     p.add_argument("--time-scale", type=float, help="emulator speed-up, 1 for real servers (TUNER_PROM_TIME_SCALE)")
+    p.add_argument("--queries", help="YAML/JSON file of PromQL templates overriding the defaults (TUNER_PROM_QUERIES)")
     p.add_argument("--log-level", choices=("debug", "info", "warning", "error"), help="(TUNER_LOG_LEVEL, default info)")
     return p
 
@@ -159,12 +162,14 @@ def settings_from(argv: Sequence[str] | None = None, environ: Mapping[str, str] 
         state_path=state or None,
         source=source,  # type: ignore[arg-type]
         prometheus_address=pick(args.prometheus, "PROMETHEUS_ADDRESS", str, None),  # type: ignore[arg-type]
-        prometheus_namespace=pick(args.namespace, "TUNER_PROM_NAMESPACE", str, None),  # type: ignore[arg-type]
+        # an empty namespace is meaningful (any namespace), so a set-but-empty variable counts
+        prometheus_namespace=args.namespace if args.namespace is not None else env.get("TUNER_PROM_NAMESPACE"),
         prometheus_model=pick(args.model, "TUNER_PROM_MODEL", str, None),  # type: ignore[arg-type]
         prometheus_window=pick(args.window, "TUNER_PROM_WINDOW", str, None),  # type: ignore[arg-type]
         prometheus_max_batch=pick(args.max_batch, "TUNER_PROM_MAX_BATCH", int, None),  # type: ignore[arg-type]
         prometheus_server_label=pick(args.server_label, "TUNER_PROM_SERVER_LABEL", str, None),  # type: ignore[arg-type]
         prometheus_time_scale=pick(args.time_scale, "TUNER_PROM_TIME_SCALE", float, None),  # type: ignore[arg-type]
+        prometheus_queries=pick(args.queries, "TUNER_PROM_QUERIES", str, None),  # type: ignore[arg-type]
         log_level=pick(args.log_level, "TUNER_LOG_LEVEL", str, "info"),  # type: ignore[arg-type]
     )
     check(settings)
