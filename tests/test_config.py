@@ -68,7 +68,8 @@ def test_noise_scale_is_the_seeds_formula():
 @pytest.mark.parametrize("over", [
     {},
     {"filterData": {"stateSpace": "log", "adaptive": False, "iterations": 5, "nisGate": 0.99, "gateWarmup": 3,
-                    "relativeNoise": False, "driftFraction": 0.2, "errorLevel": [0.05, 0.02]}},
+                    "relativeNoise": False, "driftFraction": 0.2, "errorLevel": [0.05, 0.02],
+                    "rateWindowMinutes": 5}},
     {"modelData": {"boundedState": False}},
 ])
 def test_to_mapping_round_trips(over):
@@ -138,6 +139,10 @@ BAD = [
     pytest.param(_mutate(("filterData", "stateSpace"), "cubic"), ["filterData.stateSpace", "cubic"],
                  id="bad-stateSpace"),
     pytest.param(_mutate(("modelData", "boundedState"), "yes"), ["modelData.boundedState"], id="bad-boundedState"),
+    pytest.param(_mutate(("filterData", "rateWindowMinutes"), -1), ["filterData.rateWindowMinutes", "0"],
+                 id="negative-rateWindowMinutes"),
+    pytest.param(_mutate(("filterData", "rateWindowMinutes"), "1m"), ["filterData.rateWindowMinutes", "number"],
+                 id="text-rateWindowMinutes"),
     pytest.param([1, 2], ["mapping"], id="not-a-mapping"),
 ]
 

@@ -68,6 +68,9 @@ class FilterConfig:
     """R relative to the observations above the floor (True) or the seed's fixed R = f·expected² (False)."""
     drift_fraction: float = 0.02
     """Steady-state process noise Q as a fraction of percentChange (1.0 = the seed's Q)."""
+    rate_window_minutes: float = 0.0
+    """Minutes over which each window's arrival rate was counted: its Poisson counting noise
+    (variance rpm / minutes) is carried into R through ∂h/∂rpm. 0: the rate is exact."""
 
     @property
     def noise_scale(self) -> NDArray[np.float64]:
@@ -88,6 +91,7 @@ class FilterConfig:
             "gateWarmup": d["gate_warmup"],
             "relativeNoise": d["relative_noise"],
             "driftFraction": d["drift_fraction"],
+            "rateWindowMinutes": d["rate_window_minutes"],
         }
         if self.nis_gate is not None:
             filter_data["nisGate"] = self.nis_gate
@@ -184,6 +188,9 @@ def parse_config(data: Any, n_observations: int = 2) -> FilterConfig:
     if not isinstance(relative_noise, bool):
         raise ConfigError(f"filterData.relativeNoise must be true or false, got {relative_noise!r}")
     drift_fraction = _number(fd, "filterData", "driftFraction", default=0.02)
+    rate_window = _number(fd, "filterData", "rateWindowMinutes", positive=False, default=0.0)
+    if rate_window < 0:
+        raise ConfigError(f"filterData.rateWindowMinutes must be 0 (exact rates) or positive, got {rate_window!r}")
 
     positive_state = state_space == "log"
     init_state = _vector(md, "modelData", "initState", positive=positive_state)
@@ -234,6 +241,7 @@ def parse_config(data: Any, n_observations: int = 2) -> FilterConfig:
         gate_warmup=gate_warmup,
         relative_noise=relative_noise,
         drift_fraction=drift_fraction,
+        rate_window_minutes=rate_window,
     )
 
 

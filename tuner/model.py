@@ -41,6 +41,9 @@ class ObservationModel:
     """Reads the observation vector z out of an environment."""
     invalid_reasons: Callable[[Any], list[str | None]] = _invalid_reasons
     """Per server: why its environment cannot be used, or None."""
+    counted_rate: str | None = None
+    """The environment field holding an event rate per minute measured by counting (its
+    Poisson noise enters R when the configuration sets rateWindowMinutes), or None."""
 
 
 MIN_PARAMETER_MS = 1e-9
@@ -59,4 +62,5 @@ QUEUE_MODEL = ObservationModel(
     predict=predict_queue,
     state_names=("alpha", "beta"),
     observation_names=("wait_ms", "itl_ms"),
+    counted_rate="rpm",
 )

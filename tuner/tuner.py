@@ -33,6 +33,8 @@ GRID_STEPS = 5
 """Filters search the grid only during their first accepted steps (start-up, far from the data)."""
 GRID_PROBABILITY = 0.9999
 """NIS quantile above which the update first searches a grid over the bounds."""
+RATE_STEP = 0.01
+"""Relative change of the counted rate for the central difference ∂h/∂rate."""
 FLOOR_FRACTION = 0.01
 """Observations below this fraction of expectedObservations count as zero (noise floor)."""
 NOISE_MEMORY = 0.8
@@ -156,6 +158,27 @@ class FilterBank:
         size = np.fmin(np.abs(z_hat), np.abs(z))  # fmin: a NaN prediction falls back to z
         return (self._noise_s * (size + FLOOR_FRACTION * self._floor)) ** 2
 
+    def _rate_noise(self, u: Array, env: Any) -> Array | None:
+        """Observation variance (N, m) that the counting noise of the arrival rate causes, or None.
+
+        A rate counted over w minutes is a Poisson count over w: var(rpm) = rpm / w. Carried
+        through h by a central difference at the prior, (∂h/∂rpm)²·var(rpm). It matters most
+        near saturation, where h is steepest in the load and one window's count says least;
+        with exact rates (a simulation's analytic windows) leave rateWindowMinutes at 0.
+        """
+        field = self.model.counted_rate
+        minutes = self.config.rate_window_minutes
+        if not minutes > 0 or field is None or not dataclasses.is_dataclass(env):
+            return None
+        rate = np.broadcast_to(np.asarray(getattr(env, field), dtype=float), u.shape[:1])
+        x = self._to_x(u)
+        up = dataclasses.replace(env, **{field: rate * (1 + RATE_STEP)})
+        down = dataclasses.replace(env, **{field: rate * (1 - RATE_STEP)})
+        with np.errstate(invalid="ignore", over="ignore"):
+            dz = (self.model.predict(x, up) - self.model.predict(x, down)) / (2 * RATE_STEP * rate)[:, None]
+            extra = dz**2 * (rate / minutes)[:, None]
+        return np.nan_to_num(extra, nan=0.0, posinf=np.finfo(float).max)
+
     def noise_scale_factor(self, rows: Any = slice(None)) -> Array:
         """Learned multiplier (≥ 1) of the configured observation variance, (N, m)."""
         return np.exp(self.noise_log_scale[rows])
@@ -261,6 +284,12 @@ class FilterBank:
                 return self.model.predict(self._to_x(u), sub_env)
 
             factor = self.noise_scale_factor(r) if self.config.adaptive else np.ones((r.size, m))
+            variance = self._base_noise
+            rate_var = self._rate_noise(u_prev, sub_env)
+            if rate_var is not None:
+
+                def variance(z_hat: Array, z: Array, _extra: Array = rate_var) -> Array:
+                    return self._base_noise(z_hat, z) + _extra
 
             lower = upper = None
             if self._lower is not None:
@@ -276,7 +305,7 @@ class FilterBank:
                 u_prev,
                 P_prior,
                 z,
-                self._base_noise,
+                variance,
                 noise_factor=factor,
                 iterations=self.config.iterations,
                 max_variance=self._max_variance,

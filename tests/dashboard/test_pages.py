@@ -164,6 +164,7 @@ def test_simulated_discrete_event_option_runs_the_continuous_batching_simulation
     assert frame["rpm"].iloc[0] != 35.2
     assert frame["itl_ms_observed"].tolist() != analytic[: len(frame)]
     assert _charts(at) == 5
+    assert any("rateWindowMinutes" in i.value for i in at.info)  # the hint for counted rates
 
 
 def test_simulated_bad_scenario_upload_is_reported() -> None:

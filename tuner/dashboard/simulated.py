@@ -177,6 +177,11 @@ def _body() -> None:
         st.toast("Configuration applied: the run restarted.")
     _scenario_editor()
     assert run is not None
+    if st.session_state.get(ui.key(NS, "simulator")) == "discrete-event" and not run.config.rate_window_minutes > 0:
+        st.info("The discrete-event server counts each window's requests over one minute, so the rate the tuner "
+                "sees is off by a Poisson count (±17 % at 35 rpm). Set `\"rateWindowMinutes\": 1` under filterData "
+                "(and an errorLevel such as [0.5, 0.05]: one window's wait is a poor sample of the steady state) "
+                "to carry that into the filter; without it the estimates chase every miscount.")
     ui.run_view(NS, run, "simulated-history.csv")
 
 
