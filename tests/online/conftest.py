@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from tests.online.promstack import PROMETHEUS, EmulatorProcess, PrometheusProcess, emulator, prometheus
-from tuner.config import FilterConfig, default_config, parse_config
+from tuner.config import FilterConfig, load_config
 from tuner.observers.prometheus import PrometheusSettings
 
 SPEEDUP = 100.0
@@ -28,14 +28,13 @@ LEGACY = "legacy-opt-125m-0"
 
 
 def online_config() -> FilterConfig:
-    """The seed's configuration with an observation noise fitted to windows of a real queue:
-    the queue wait of a 5-minute window scatters by tens of percent (bursts), the ITL by well
-    under 1 %, so errorLevel is 50 % for the wait and 5 % for the ITL, and waits below
-    about 50 ms (1 % of 5000) count as zero."""
-    mapping = default_config().to_mapping()
-    mapping["filterData"]["errorLevel"] = [0.5, 0.05]
-    mapping["modelData"]["expectedObservations"] = [5000.0, 2.0]
-    return parse_config(mapping)
+    """The shipped sample_data/config-emulator.json: the seed's configuration with an observation
+    noise fitted to windows of a real queue (the queue wait of a 5-minute window scatters by tens
+    of percent, the ITL by well under 1 %: errorLevel 50 % and 5 %, waits below about 50 ms count
+    as zero) and the rate counted over 5 emulated minutes (a 3 s window at speed-up 100)."""
+    config = load_config(Path(__file__).resolve().parents[2] / "sample_data" / "config-emulator.json")
+    assert config.rate_window_minutes == WINDOW_S * SPEEDUP / 60
+    return config
 
 
 @dataclass
