@@ -244,3 +244,7 @@ def test_a_bounded_step_keeps_its_direction():
     # inside with room: unchanged
     step = ekf._within_box(u, np.array([[0.5, -0.5]]), lower, upper)
     np.testing.assert_allclose(step, [[0.5, -0.5]])
+    # rows are independent; a row outside the box (restored under narrower bounds) lands inside
+    rows = np.array([[1.0, 5.0], [12.0, 5.0]])
+    step = ekf._within_box(rows, np.array([[-4.0, 2.0], [-1.0, 0.5]]), np.zeros((2, 2)), np.full((2, 2), 10.0))
+    np.testing.assert_allclose(step, [[-1.0, 0.5], [-3.0, 0.5]])  # [12, 5] → [10, 5] → [9, 5.5]

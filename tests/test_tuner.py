@@ -228,9 +228,10 @@ def _assert_bank_equals_tuners(config, envs, n):
 
 PLAIN = pytest.param(plain_config(), id="plain")
 ITERATED = pytest.param(default_config(), id="default-iterated")
+COUNTED = pytest.param(dataclasses.replace(default_config(), rate_window_minutes=1.0), id="counted-rates")
 
 
-@pytest.mark.parametrize("config", [PLAIN, ITERATED])
+@pytest.mark.parametrize("config", [PLAIN, ITERATED, COUNTED])
 def test_bank_equals_separate_tuners(config):
     _assert_bank_equals_tuners(config, _fleet_envs(), 5)
 
@@ -248,7 +249,7 @@ def test_bank_of_two_equals_two_tuners_minimal():
         np.testing.assert_allclose(bank.state[i], alone.state, rtol=1e-12, atol=0)
 
 
-@pytest.mark.parametrize("config", [PLAIN, ITERATED])
+@pytest.mark.parametrize("config", [PLAIN, ITERATED, COUNTED])
 def test_bank_rows_subset_equals_separate_tuners(config):
     bank = FilterBank(config, size=5)
     tuners = [Tuner(config) for _ in range(5)]

@@ -116,7 +116,7 @@ def grid_start(
     P_prior: Array,
     z: Array,
     variance: Variance,
-    factor: Array,
+    noise: Array,
     lower: Array,
     upper: Array,
     points_per_axis: int,
@@ -137,7 +137,7 @@ def grid_start(
     grid = lower[None] + unit[:, None, :] * (upper - lower)[None]  # (G, N, n)
     grid = np.concatenate([u_prior[None], grid], axis=0)
     zg = predict_u(grid)
-    floor = np.sqrt(variance(np.zeros_like(z), z) * factor)  # σ at ẑ = 0: the absolute floor
+    floor = np.sqrt(_scaled(variance(np.zeros_like(z), z), noise))  # σ at ẑ = 0: the absolute floor
     tolerance = np.max((upper - lower) / (points_per_axis - 1), axis=-1)[:, None]  # one cell, in log units
     with np.errstate(invalid="ignore", over="ignore", divide="ignore"):
         misfit = np.log((np.abs(z) + floor) / (np.abs(zg) + floor))
@@ -154,11 +154,11 @@ def grid_start(
 
 
 def map_cost(
-    z_hat: Array, u: Array, z: Array, u_prior: Array, P_prior: Array, variance: Variance, factor: Array
+    z_hat: Array, u: Array, z: Array, u_prior: Array, P_prior: Array, variance: Variance, noise: Array
 ) -> Array:
     """(z − ẑ)ᵀR⁻¹(z − ẑ) + (u − u⁻)ᵀP⁻¹(u − u⁻); leading axes of z_hat/u broadcast over (N,)."""
     with np.errstate(invalid="ignore", over="ignore"):
-        fit = ((z - z_hat) ** 2 / (variance(z_hat, z) * factor)).sum(-1)
+        fit = ((z - z_hat) ** 2 / (_scaled(variance(z_hat, z), noise))).sum(-1)
     d = u - u_prior
     P = np.broadcast_to(P_prior, d.shape[:-1] + P_prior.shape[-2:])
     prior = np.einsum("...i,...i->...", d, np.linalg.solve(P, d[..., None])[..., 0])
@@ -173,6 +173,7 @@ def update(
     variance: Variance,
     *,
     noise_factor: Array | None = None,
+    noise_extra: Array | None = None,
     iterations: int = 1,
     inflate_above: float | None = None,
     inflate_target: float | None = None,
@@ -188,7 +189,7 @@ def update(
     """Measurement update of a stack of filters whose prior is (u_prior, P_prior).
 
     ``variance(ẑ, z)`` gives the observation variances (…, m), R = diag of it times
-    ``noise_factor`` (N, m; default 1);
+    ``noise_factor`` (N, m; default 1) plus ``noise_extra`` (N, m; default 0);
     ``iterations``: Gauss-Newton iterations (1 = plain EKF), see :func:`gauss_newton`;
     ``inflate_above``: NIS level above which P⁻ is inflated (None: never), by the least
     factor that brings the NIS down to ``inflate_target`` (default: ``inflate_above``),
@@ -202,11 +203,17 @@ def update(
     """
     N, n = u_prior.shape
     eye = np.eye(n)
-    factor = np.ones_like(z) if noise_factor is None else noise_factor
+    noise = np.stack(
+        [
+            np.ones_like(z) if noise_factor is None else noise_factor,
+            np.zeros_like(z) if noise_extra is None else noise_extra,
+        ],
+        axis=-1,
+    )  # (N, m, 2): rows are indexed together with z wherever a subset of filters is worked on
     if predict_rows is None:
         predict_rows = _all_rows(predict_u, u_prior)
     z_pred, H = jacobian(predict_u, u_prior)
-    R = _diag(variance(z_pred, z) * factor)
+    R = _diag(_scaled(variance(z_pred, z), noise))
     y0 = z - z_pred
     HPH = H @ P_prior @ np.swapaxes(H, -1, -2)
     nis = nis_of(y0, HPH + R)
@@ -238,7 +245,7 @@ def update(
                         P_prior[chunk],
                         z[chunk],
                         variance,
-                        factor[chunk],
+                        noise[chunk],
                         lower[chunk],
                         upper[chunk],
                         grid_points,
@@ -260,13 +267,13 @@ def update(
                 P_prior[rep],
                 z[rep],
                 variance,
-                factor[rep],
+                noise[rep],
                 lower[rep],
                 upper[rep],
                 max(iterations, 4),
             )
             zc = predict_rows(rep)(uc)
-            cost = map_cost(zc, uc, z[rep], u_prior[rep], P_prior[rep], variance, factor[rep]).reshape(C, -1)
+            cost = map_cost(zc, uc, z[rep], u_prior[rep], P_prior[rep], variance, noise[rep]).reshape(C, -1)
             best = np.argmin(np.where(np.isfinite(cost), cost, np.inf), axis=0)
             u_i = u_prior.copy()
             u_i[idx] = uc.reshape(C, -1, n)[best, np.arange(idx.size)]
@@ -282,9 +289,9 @@ def update(
         # is a small step where the linearization holds: the plain EKF step is taken as is.
         trusted = (nis <= trust_below) & (u_i == u_prior).all(axis=-1) if trust_below is not None else None
         u_post, z_i, H_i, K = gauss_newton(
-            predict_rows, u_i, z_i, H_i, u_prior, P_prior, z, variance, factor, lower, upper, iterations, trusted
+            predict_rows, u_i, z_i, H_i, u_prior, P_prior, z, variance, noise, lower, upper, iterations, trusted
         )
-        R_i = _diag(variance(z_i, z) * factor)
+        R_i = _diag(_scaled(variance(z_i, z), noise))
     A = eye - K @ H_i
     P_post = _symmetric(A @ P_prior @ np.swapaxes(A, -1, -2) + K @ R_i @ np.swapaxes(K, -1, -2))
 
@@ -308,7 +315,7 @@ def gauss_newton(
     P_prior: Array,
     z: Array,
     variance: Variance,
-    factor: Array,
+    noise: Array,
     lower: Array | None,
     upper: Array | None,
     iterations: int,
@@ -332,7 +339,7 @@ def gauss_newton(
     cost = np.full(u.shape[0], np.nan)  # MAP cost at u, computed where a check needs it
     for i in range(iterations):
         a = active
-        K, _ = _gain(H[a], P_prior[a], _diag(variance(z_u[a], z[a]) * factor[a]))
+        K, _ = _gain(H[a], P_prior[a], _diag(_scaled(variance(z_u[a], z[a]), noise[a])))
         gain[a] = K
         y = z[a] - z_u[a] - np.einsum("...ij,...j->...i", H[a], u_prior[a] - u[a])
         step = u_prior[a] + np.einsum("...ij,...j->...i", K, y) - u[a]
@@ -349,14 +356,14 @@ def gauss_newton(
             unknown = rows[np.isnan(cost[rows])]
             if unknown.size:
                 cost[unknown] = map_cost(
-                    z_u[unknown], u[unknown], z[unknown], u_prior[unknown], P_prior[unknown], variance, factor[unknown]
+                    z_u[unknown], u[unknown], z[unknown], u_prior[unknown], P_prior[unknown], variance, noise[unknown]
                 )
             z_t = predict_rows(rows)(target[c])
             promised = z_u[rows] + np.einsum("...ij,...j->...i", H[rows], step[c])
-            sigma = np.sqrt(variance(z_u[rows], z[rows]) * factor[rows])
+            sigma = np.sqrt(_scaled(variance(z_u[rows], z[rows]), noise[rows]))
             with np.errstate(invalid="ignore"):
                 linear = (np.abs(z_t - promised) <= LINEARITY_TOLERANCE * sigma).all(axis=-1)
-            cost_t = map_cost(z_t, target[c], z[rows], u_prior[rows], P_prior[rows], variance, factor[rows])
+            cost_t = map_cost(z_t, target[c], z[rows], u_prior[rows], P_prior[rows], variance, noise[rows])
             done[c] = linear & (cost_t <= cost[rows])
         if i == iterations - 1:
             # Out of iterations: the line-searched point stands where the step is not small.
@@ -373,7 +380,7 @@ def gauss_newton(
         for _ in range(8):
             u_try = u[a] + t[:, None] * step
             z_try = predict(u_try)
-            cost_try = map_cost(z_try, u_try, z[a], u_prior[a], P_prior[a], variance, factor[a])
+            cost_try = map_cost(z_try, u_try, z[a], u_prior[a], P_prior[a], variance, noise[a])
             worse = ~(cost_try <= cost[a])
             if not worse.any():
                 break
@@ -390,14 +397,20 @@ def _within_box(u: Array, step: Array, lower: Array, upper: Array) -> Array:
 
     Components pushing out of a bound ``u`` already sits on are dropped; the rest is
     shortened (not clipped per component, which would turn a descent direction of the MAP
-    cost into an arbitrary one) until it reaches the first bound.
+    cost into an arbitrary one) until it reaches the first bound. A ``u`` outside the box
+    (a state restored under narrower bounds) is first brought back into it.
     """
-    u = np.clip(u, lower, upper)
-    step = np.where(((u <= lower) & (step < 0)) | ((u >= upper) & (step > 0)), 0.0, step)
+    inside = np.clip(u, lower, upper)
+    step = np.where(((inside <= lower) & (step < 0)) | ((inside >= upper) & (step > 0)), 0.0, step)
     with np.errstate(divide="ignore", invalid="ignore"):
-        room = np.where(step > 0, (upper - u) / step, np.where(step < 0, (lower - u) / step, np.inf))
+        room = np.where(step > 0, (upper - inside) / step, np.where(step < 0, (lower - inside) / step, np.inf))
     scale = np.minimum(1.0, room.min(axis=-1))
-    return step * scale[..., None]
+    return (inside - u) + step * scale[..., None]
+
+
+def _scaled(var: Array, noise: Array) -> Array:
+    """Observation variances with each filter's learned scale and added variance, ``noise`` (…, m, 2)."""
+    return var * noise[..., 0] + noise[..., 1]
 
 
 def _all_rows(predict_u: PredictU, u: Array) -> Callable[[NDArray[np.int64]], PredictU]:

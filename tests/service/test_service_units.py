@@ -223,7 +223,9 @@ def test_fleet_forgets_servers_not_seen_and_the_store_follows(tmp_path: Path) ->
     assert "s1" in fleet.current.index
     kept = fleet.current
     twin = Fleet(default_config(), clock=lambda: now[0])  # keeps every server: the reference for s0 and s2
-    twin._restore(Store(path).load())  # type: ignore[arg-type]
+    reader = Store(path)
+    twin._restore(reader.load())  # type: ignore[arg-type]
+    reader.close()
 
     now[0] += 40.0  # s1 last seen 70 s ago
     out = fleet.step(parse_environments(without_s1))
@@ -246,7 +248,9 @@ def test_fleet_forgets_servers_not_seen_and_the_store_follows(tmp_path: Path) ->
     back = restarted.step(parse_environments(next(payloads)))
     assert back.added == ("s1",) and restarted.current.names == ("s0", "s2", "s1")
     restarted.close()
-    assert Store(path).load().names == ("s0", "s2", "s1")  # type: ignore[union-attr]
+    store = Store(path)
+    assert store.load().names == ("s0", "s2", "s1")  # type: ignore[union-attr]
+    store.close()
 
 
 def test_forget_after_zero_keeps_every_server() -> None:
@@ -279,3 +283,16 @@ def test_prometheus_source_settings_take_query_templates_and_an_empty_namespace(
     templates.write_text("prometheus:\n  queries:\n    latency: 'x'\n")
     with pytest.raises(ObserverError, match=r"queries\.yaml: unknown query name\(s\) latency"):
         make_source(settings)
+
+
+def test_fleet_with_the_shipped_emulator_config_steps_many_servers() -> None:
+    """config-emulator.json counts rates (rateWindowMinutes): its extra noise must follow each server's row."""
+    from tuner.config import load_config
+
+    config = load_config(Path(__file__).resolve().parents[2] / "sample_data" / "config-emulator.json")
+    assert config.rate_window_minutes > 0
+    fleet = Fleet(config)
+    windows = _readings(seed=5, servers=4)
+    outcomes = [fleet.step(next(windows)) for _ in range(6)]
+    assert all(o.stepped == 4 and o.accepted == 4 for o in outcomes)
+    assert np.isfinite(fleet.current.alpha_ms).all() and np.isfinite(fleet.current.beta_ms).all()

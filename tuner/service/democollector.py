@@ -217,8 +217,9 @@ def main(argv: list[str] | None = None) -> int:
     host = os.environ.get("COLLECTOR_HOST") or "127.0.0.1"
     port = os.environ.get("COLLECTOR_PORT") or "8080"
     p.add_argument("--host", default=host, help=f"listen address (COLLECTOR_HOST, default here {host})")
-    p.add_argument("--port", type=int, default=int(port) if port.isdigit() else 8080,
-                   help=f"listen port (COLLECTOR_PORT, default here {port})")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        p.error(f"COLLECTOR_PORT={port!r} is not a port number")
+    p.add_argument("--port", type=int, default=int(port), help=f"listen port (COLLECTOR_PORT, default here {port})")
     p.add_argument("--servers", type=int, default=3, help="number of simulated servers (default 3)")
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)
