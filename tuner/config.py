@@ -23,6 +23,7 @@ import yaml
 from numpy.typing import NDArray
 
 from tuner.errors import ConfigError
+from tuner.textfile import read_text
 
 STATE_SPACES = ("log", "linear")
 DEFAULT_GATE = 0.975
@@ -264,14 +265,7 @@ def parse_config_text(text: str, source: str = "configuration", n_observations: 
 
 def load_config(path: str | Path, n_observations: int = 2) -> FilterConfig:
     """Read a JSON or YAML configuration file."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file") from None
-    return parse_config_text(text, str(path), n_observations)
+    return parse_config_text(read_text(path, ConfigError), str(path), n_observations)
 
 
 def config_to_json(config: FilterConfig) -> str:

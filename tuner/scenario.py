@@ -17,6 +17,7 @@ from typing import Any
 import yaml
 
 from tuner.errors import ScenarioError
+from tuner.textfile import read_text
 
 KEYS = ("steps", "rpm", "avg_tokens", "max_batch", "alpha", "beta", "noise")
 
@@ -120,12 +121,7 @@ def parse_scenario(data: Any, source: str = "scenario") -> Scenario:
 
 def load_scenario(path: str | Path) -> Scenario:
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ScenarioError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ScenarioError(f"{path}: not a text file") from None
+    text = read_text(path, ScenarioError)
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError:

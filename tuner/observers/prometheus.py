@@ -34,6 +34,7 @@ import yaml
 
 from tuner.environment import Environment
 from tuner.errors import ObserverError
+from tuner.textfile import read_text
 
 MEASUREMENTS = ("rpm", "avg_tokens", "batch_size", "wait_ms", "itl_ms")
 """The five figures of a window, in the order they are queried."""
@@ -178,31 +179,23 @@ def duration_seconds(text: str) -> float:
 
 def load_query_templates(path: str | Path) -> dict[str, str]:
     """Query templates from a YAML/JSON file: see :func:`parse_query_templates`."""
-    path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except OSError as exc:
-        raise ObserverError(f"{path}: cannot read: {exc.strerror or exc}") from None
-    except UnicodeDecodeError:
-        raise ObserverError(f"{path}: not valid YAML") from None
-    return parse_query_templates(text, str(path))
+    return parse_query_templates(read_text(path, ObserverError), str(path))
 
 
 def parse_query_templates(text: str, source: str = "query templates") -> dict[str, str]:
     """A mapping of measurement → PromQL template, at the top level or under ``prometheus: queries:``
     (YAML or JSON text); ObserverError naming ``source`` when it is not one."""
-    path = source
     try:
         data = yaml.safe_load(text)
     except yaml.YAMLError:
-        raise ObserverError(f"{path}: not valid YAML") from None
+        raise ObserverError(f"{source}: not valid YAML") from None
     if isinstance(data, Mapping) and isinstance(data.get("prometheus"), Mapping):
         data = data["prometheus"].get("queries", {})
     if not isinstance(data, Mapping) or not all(isinstance(v, str) for v in data.values()):
-        raise ObserverError(f"{path}: expected a mapping of measurement name to PromQL template")
+        raise ObserverError(f"{source}: expected a mapping of measurement name to PromQL template")
     unknown = set(data) - set(MEASUREMENTS)
     if unknown:
-        raise ObserverError(f"{path}: unknown query name(s) {', '.join(sorted(map(str, unknown)))}")
+        raise ObserverError(f"{source}: unknown query name(s) {', '.join(sorted(map(str, unknown)))}")
     return dict(data)
 
 
